@@ -1,0 +1,274 @@
+"""Target launcher: a gunicorn master with uvicorn workers on a loopback port.
+
+The listening socket is created here and handed to gunicorn as ``fd://N``: the port
+is known before gunicorn starts and no other process can take it in between.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ipaddress
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from chaos.errors import TargetError, UsageError
+from chaos.processes import GunicornMaster, heartbeat_ticked
+
+log = logging.getLogger(__name__)
+
+TARGET_SIDE_DIR = Path(__file__).resolve().parent / "target_side"
+PROBE_APP = "handshake_chaos_probe:app"
+WORKER_CLASS = "handshake_chaos_worker.ChaosUvicornWorker"
+WS_IMPLEMENTATIONS = ("auto", "wsproto", "websockets", "websockets-sansio")
+WORKER_BASES = ("auto", "uvicorn_worker", "uvicorn.workers")
+_PR_SET_PDEATHSIG = 1
+
+
+@dataclass(frozen=True)
+class TargetConfig:
+    python: str = sys.executable
+    app: str = PROBE_APP
+    app_path: tuple[str, ...] = ()
+    host: str = "127.0.0.1"
+    port: int = 0
+    workers: int = 2
+    ws: str = "auto"
+    worker_base: str = "auto"
+    graceful_timeout: int = 10
+    worker_timeout: int = 30
+    startup_timeout: float = 60.0
+    run_dir: Path | None = None
+    env: dict[str, str] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        try:
+            address = ipaddress.ip_address(self.host)
+        except ValueError:
+            raise UsageError(f"target host must be a loopback IP address, got {self.host!r}") from None
+        if not address.is_loopback:
+            raise UsageError(f"target host must be loopback (127.0.0.0/8 or ::1), got {self.host}")
+        if self.workers < 1:
+            raise UsageError(f"workers must be at least 1, got {self.workers}")
+        if self.ws not in WS_IMPLEMENTATIONS:
+            raise UsageError(f"unknown ws implementation {self.ws!r} (choose from {', '.join(WS_IMPLEMENTATIONS)})")
+        if self.worker_base not in WORKER_BASES:
+            raise UsageError(f"unknown worker base {self.worker_base!r} (choose from {', '.join(WORKER_BASES)})")
+        if not 0 <= self.port <= 65535:
+            raise UsageError(f"port out of range: {self.port}")
+        if self.graceful_timeout < 0 or self.worker_timeout <= 0:
+            raise UsageError("graceful and worker timeouts must be positive")
+        if ":" not in self.app:
+            raise UsageError(f"--app must look like module:attribute, got {self.app!r}")
+
+
+def read_versions(python: str) -> dict[str, Any]:
+    """Versions and ws implementations as the target interpreter sees them."""
+    script = TARGET_SIDE_DIR / "handshake_chaos_versions.py"
+    try:
+        result = subprocess.run([python, str(script)], capture_output=True, text=True, timeout=60, check=False)
+    except FileNotFoundError:
+        raise TargetError(f"target interpreter not found: {python}") from None
+    except subprocess.TimeoutExpired:
+        raise TargetError(f"target interpreter {python} did not answer within 60s") from None
+    if result.returncode != 0:
+        last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        raise TargetError(f"target interpreter {python} failed to report versions: {last}")
+    versions: dict[str, Any] = json.loads(result.stdout)
+    if not versions.get("uvicorn") or not versions.get("gunicorn"):
+        raise TargetError(f"target interpreter {python} lacks uvicorn or gunicorn: {versions}")
+    return versions
+
+
+def _die_with_parent() -> None:
+    # If the process that launched gunicorn dies without cleaning up (SIGKILL), the
+    # kernel sends the master TERM, so no deployment outlives the tool.
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _listen_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise TargetError(f"cannot bind {host}:{port}: {exc.strerror}") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+class Target:
+    """A running deployment; ``start`` returns once every worker is ready."""
+
+    def __init__(self, config: TargetConfig) -> None:
+        config.validate()
+        self.config = config
+        self.versions: dict[str, Any] = {}
+        self.port = 0
+        self.master: GunicornMaster | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+        self._owned_run_dir: tempfile.TemporaryDirectory[str] | None = None
+        self.run_dir = Path()
+        self.seen_pids: set[int] = set()
+
+    @property
+    def error_log(self) -> Path:
+        return self.run_dir / "gunicorn-error.log"
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.config.host}]" if ":" in self.config.host else self.config.host
+        return f"ws://{host}:{self.port}"
+
+    def worker_base(self) -> str:
+        if self.config.worker_base != "auto":
+            return self.config.worker_base
+        return "uvicorn_worker" if self.versions.get("uvicorn_worker") else "uvicorn.workers"
+
+    def start(self) -> Target:
+        config = self.config
+        self.versions = read_versions(config.python)
+        available = self.versions["ws_implementations"]
+        if config.ws != "auto" and config.ws not in available:
+            raise UsageError(
+                f"uvicorn {self.versions['uvicorn']} has no ws implementation {config.ws!r} "
+                f"(it has: {', '.join(available) or 'none'})"
+            )
+        if config.run_dir is None:
+            self._owned_run_dir = tempfile.TemporaryDirectory(prefix="handshake-chaos-")
+            self.run_dir = Path(self._owned_run_dir.name)
+        else:
+            self.run_dir = config.run_dir
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        sock = _listen_socket(config.host, config.port)
+        self.port = sock.getsockname()[1]
+        pythonpath = [str(TARGET_SIDE_DIR), *config.app_path]
+        if os.environ.get("PYTHONPATH"):
+            pythonpath.append(os.environ["PYTHONPATH"])
+        env = {
+            **os.environ,
+            **config.env,
+            "PYTHONPATH": os.pathsep.join(pythonpath),
+            "HANDSHAKE_CHAOS_WS": config.ws,
+            "HANDSHAKE_CHAOS_WORKER_BASE": self.worker_base(),
+            "PYTHONUNBUFFERED": "1",
+        }
+        command = [
+            config.python, "-m", "gunicorn", config.app,
+            "--worker-class", WORKER_CLASS,
+            "--workers", str(config.workers),
+            "--bind", f"fd://{sock.fileno()}",
+            "--graceful-timeout", str(config.graceful_timeout),
+            "--timeout", str(config.worker_timeout),
+            "--error-logfile", str(self.error_log),
+            "--log-level", "info",
+            "--pid", str(self.run_dir / "gunicorn.pid"),
+            "--worker-tmp-dir", str(self.run_dir),
+            "--chdir", os.getcwd(),
+        ]  # fmt: skip
+        log.info("starting gunicorn on %s:%d: %s", config.host, self.port, " ".join(command))
+        with open(self.run_dir / "gunicorn-output.log", "ab") as output:
+            try:
+                self._process = subprocess.Popen(
+                    command,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=output,
+                    stderr=subprocess.STDOUT,
+                    pass_fds=(sock.fileno(),),
+                    # Own session: a Ctrl-C in the terminal reaches us, not gunicorn
+                    # directly; we stop it in order.
+                    start_new_session=True,
+                    preexec_fn=_die_with_parent,
+                )
+            finally:
+                sock.close()
+        try:
+            self.master = GunicornMaster(self._process.pid)
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _startup_failure(self, why: str) -> TargetError:
+        tail = ""
+        for path in (self.error_log, self.run_dir / "gunicorn-output.log"):
+            with contextlib.suppress(OSError):
+                lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+                if lines:
+                    tail = lines[-1].strip()
+                    break
+        return TargetError(f"gunicorn {why}" + (f": {tail}" if tail else ""))
+
+    def _wait_ready(self) -> None:
+        assert self._process is not None and self.master is not None
+        deadline = time.monotonic() + self.config.startup_timeout
+        while time.monotonic() < deadline:
+            code = self._process.poll()
+            if code is not None:
+                raise self._startup_failure(f"exited with code {code} during startup")
+            workers = self.master.workers()
+            self.seen_pids.update(worker.pid for worker in workers)
+            if len(workers) == self.config.workers and all(heartbeat_ticked(w.pid) for w in workers):
+                if self._accepts_connections():
+                    return
+            time.sleep(0.05)
+        raise self._startup_failure(f"not ready within {self.config.startup_timeout:g}s")
+
+    def _accepts_connections(self) -> bool:
+        try:
+            with socket.create_connection((self.config.host, self.port), timeout=1.0):
+                return True
+        except OSError:
+            return False
+
+    def stop(self) -> int | None:
+        """TERM the master, wait past the graceful timeout, KILL only what is left."""
+        process, self._process = self._process, None
+        if process is None:
+            return None
+        survivors: list[psutil.Process] = []
+        with contextlib.suppress(psutil.Error):
+            survivors = psutil.Process(process.pid).children(recursive=True)
+        if process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGTERM)
+        try:
+            code: int | None = process.wait(timeout=self.config.graceful_timeout + 5)
+        except subprocess.TimeoutExpired:
+            log.warning("gunicorn master %d ignored TERM; killing it", process.pid)
+            process.kill()
+            code = process.wait()
+        for child in survivors:
+            # The master is gone; any worker still running with the same create time is ours.
+            with contextlib.suppress(psutil.Error):
+                if child.is_running():
+                    child.kill()
+        psutil.wait_procs(survivors, timeout=5)
+        if self._owned_run_dir is not None:
+            self._owned_run_dir.cleanup()
+            self._owned_run_dir = None
+        return code
+
+    def __enter__(self) -> Target:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()

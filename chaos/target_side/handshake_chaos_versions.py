@@ -1,0 +1,57 @@
+"""Prints, as JSON, what the deployment's interpreter would run: versions and capabilities.
+
+Run by the launcher as ``PYTHON handshake_chaos_versions.py``; standard library only.
+"""
+
+import json
+import platform
+import sys
+
+try:
+    from importlib.metadata import PackageNotFoundError, version
+except ImportError:  # Python < 3.8
+    from importlib_metadata import PackageNotFoundError, version  # type: ignore
+
+
+def _version(distribution):
+    try:
+        return version(distribution)
+    except PackageNotFoundError:
+        return None
+
+
+def _ws_implementations():
+    try:
+        from uvicorn.config import WS_PROTOCOLS
+    except Exception:
+        return []
+    return sorted(name for name, path in WS_PROTOCOLS.items() if path is not None)
+
+
+def _has_module(name):
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+print(
+    json.dumps(
+        {
+            "python": platform.python_version(),
+            "executable": sys.executable,
+            "uvicorn": _version("uvicorn"),
+            "gunicorn": _version("gunicorn"),
+            "uvicorn_worker": _version("uvicorn-worker"),
+            "websockets": _version("websockets"),
+            "wsproto": _version("wsproto"),
+            "h11": _version("h11"),
+            "httptools": _version("httptools"),
+            "uvloop": _version("uvloop"),
+            "ws_implementations": _ws_implementations(),
+            "has_uvicorn_workers": _has_module("uvicorn.workers"),
+        }
+    )
+)

@@ -1,0 +1,223 @@
+"""One websocket handshake, held pending, and a verdict on how it ended.
+
+Built on websockets' sans-I/O ``ClientProtocol`` over one plain blocking socket: under
+Locust (gevent monkey-patching) the socket is cooperative, and each held handshake
+costs exactly one file descriptor (``websockets.sync`` would spend three).
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+import time
+from dataclasses import dataclass
+
+from websockets.client import ClientProtocol
+from websockets.exceptions import InvalidMessage, InvalidStatus
+from websockets.frames import Close, Opcode
+from websockets.http11 import Response
+from websockets.protocol import State
+from websockets.uri import parse_uri
+
+from chaos.exposure import Address, PendingRegistry
+
+# Outcomes of the handshake itself.
+ACCEPTED = "accepted"
+DROPPED = "dropped"  # EOF before a single byte of response
+TRUNCATED = "truncated_response"  # EOF in the middle of the response
+BAD_RESPONSE = "bad_response"  # bytes that are not an HTTP response
+RESET = "reset"
+REFUSED = "refused"
+TIMEOUT = "timeout"
+# After an accepted handshake: the server closed first with a close frame (closed_CODE),
+# or the connection was lost with none.
+LOST_AFTER_ACCEPT = "lost_after_accept"
+
+# Outcomes where the wire carried no valid HTTP answer to the handshake.
+NO_RESPONSE_OUTCOMES = frozenset({DROPPED, TRUNCATED, BAD_RESPONSE, RESET, TIMEOUT})
+
+_RECV_BYTES = 65536
+
+
+@dataclass
+class HandshakeResult:
+    outcome: str
+    handshake_seconds: float
+    started: float
+    status: int | None = None
+    close_code: int | None = None
+    detail: str = ""
+    response_bytes: int = 0
+
+    @property
+    def handshake_failed(self) -> bool:
+        return self.status != 101
+
+    @property
+    def accepted(self) -> bool:
+        return self.status == 101
+
+
+def http_outcome(status: int) -> str:
+    return f"http_{status}"
+
+
+def closed_outcome(code: int | None) -> str:
+    return f"closed_{code}" if code is not None else LOST_AFTER_ACCEPT
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.started_wall = time.time()
+        self.started = time.monotonic()
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+
+def hold_handshake(
+    url: str,
+    *,
+    connect_timeout: float = 5.0,
+    handshake_timeout: float = 30.0,
+    keep_open: float = 1.0,
+    registry: PendingRegistry | None = None,
+) -> HandshakeResult:
+    """Open ``url``, wait for the handshake's answer, keep an accepted connection ``keep_open`` seconds."""
+    uri = parse_uri(url)
+    clock = _Clock()
+
+    def result(outcome: str, **kwargs: object) -> HandshakeResult:
+        return HandshakeResult(outcome, clock.elapsed(), clock.started_wall, **kwargs)  # type: ignore[arg-type]
+
+    try:
+        sock = socket.create_connection((uri.host, uri.port), timeout=connect_timeout)
+    except ConnectionRefusedError:
+        return result(REFUSED, detail="connection refused")
+    except TimeoutError:
+        return result(TIMEOUT, detail="connect timed out")
+    except OSError as exc:
+        return result(_os_error_outcome(exc), detail=str(exc))
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        local: Address = sock.getsockname()[:2]
+        protocol = ClientProtocol(uri)
+        protocol.send_request(protocol.connect())
+        if registry is not None:
+            registry.add(local)
+        try:
+            handshake = _await_response(sock, protocol, clock, handshake_timeout, result)
+        finally:
+            if registry is not None:
+                registry.discard(local)
+        if handshake.outcome != ACCEPTED:
+            return handshake
+        return _hold_open(sock, protocol, keep_open, handshake)
+    finally:
+        sock.close()
+
+
+def _await_response(sock, protocol, clock, timeout, result):  # type: ignore[no-untyped-def]
+    received = 0
+    try:
+        _flush(sock, protocol)
+        deadline = clock.started + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return result(TIMEOUT, detail=f"no response within {timeout:g}s", response_bytes=received)
+            sock.settimeout(remaining)
+            data = sock.recv(_RECV_BYTES)
+            if data:
+                received += len(data)
+                protocol.receive_data(data)
+            else:
+                protocol.receive_eof()
+            for event in protocol.events_received():
+                if isinstance(event, Response):
+                    return _judge_response(event, protocol, result, received)
+            if protocol.handshake_exc is not None:
+                return _judge_exception(protocol.handshake_exc, result, received)
+            if not data:
+                outcome = DROPPED if received == 0 else TRUNCATED
+                return result(outcome, detail="EOF before a complete response", response_bytes=received)
+    except TimeoutError:
+        return result(TIMEOUT, detail=f"no response within {timeout:g}s", response_bytes=received)
+    except ConnectionResetError:
+        return result(RESET, detail="connection reset during the handshake", response_bytes=received)
+    except OSError as exc:
+        return result(_os_error_outcome(exc), detail=str(exc), response_bytes=received)
+
+
+def _judge_response(response, protocol, result, received):  # type: ignore[no-untyped-def]
+    status = response.status_code
+    if status == 101 and protocol.state is State.OPEN:
+        return result(ACCEPTED, status=101, response_bytes=received)
+    if status == 101:
+        # A 101 that failed validation (bad accept key, extensions): a broken handshake.
+        return result(BAD_RESPONSE, status=101, detail=str(protocol.handshake_exc), response_bytes=received)
+    return result(http_outcome(status), status=status, detail=response.reason_phrase, response_bytes=received)
+
+
+def _judge_exception(exc, result, received):  # type: ignore[no-untyped-def]
+    if isinstance(exc, InvalidStatus):
+        status = exc.response.status_code
+        return result(http_outcome(status), status=status, response_bytes=received)
+    if isinstance(exc, InvalidMessage):
+        cause = exc.__cause__
+        if isinstance(cause, EOFError):
+            outcome = DROPPED if received == 0 else TRUNCATED
+            return result(outcome, detail=str(cause) or "EOF", response_bytes=received)
+        return result(BAD_RESPONSE, detail=f"{exc}: {cause}", response_bytes=received)
+    return result(BAD_RESPONSE, detail=f"{type(exc).__name__}: {exc}", response_bytes=received)
+
+
+def _hold_open(sock: socket.socket, protocol: ClientProtocol, keep_open: float, handshake: HandshakeResult):  # type: ignore[no-untyped-def]
+    """Keep the accepted connection; report who closed it and how."""
+    deadline = time.monotonic() + keep_open
+    try:
+        while (remaining := deadline - time.monotonic()) > 0:
+            sock.settimeout(remaining)
+            try:
+                data = sock.recv(_RECV_BYTES)
+            except TimeoutError:
+                break
+            if not data:
+                protocol.receive_eof()
+                handshake.outcome = LOST_AFTER_ACCEPT
+                return handshake
+            protocol.receive_data(data)
+            for frame in protocol.events_received():
+                if frame.opcode is Opcode.CLOSE:
+                    close = Close.parse(frame.data) if frame.data else None
+                    handshake.close_code = close.code if close else 1005
+                    handshake.outcome = closed_outcome(handshake.close_code)
+                    _flush(sock, protocol)  # the protocol queued the close reply
+                    return handshake
+        protocol.send_close(1000)
+        _flush(sock, protocol)
+        return handshake
+    except ConnectionResetError:
+        handshake.outcome = LOST_AFTER_ACCEPT
+        handshake.detail = "reset after accept"
+        return handshake
+    except OSError as exc:
+        handshake.outcome = LOST_AFTER_ACCEPT
+        handshake.detail = str(exc)
+        return handshake
+
+
+def _flush(sock: socket.socket, protocol: ClientProtocol) -> None:
+    for chunk in protocol.data_to_send():
+        if chunk:
+            sock.sendall(chunk)
+
+
+def _os_error_outcome(exc: OSError) -> str:
+    if exc.errno == errno.ECONNRESET:
+        return RESET
+    if exc.errno == errno.ECONNREFUSED:
+        return REFUSED
+    if exc.errno in (errno.ETIMEDOUT,):
+        return TIMEOUT
+    return f"os_error_{errno.errorcode.get(exc.errno or 0, 'unknown').lower()}"
