@@ -187,7 +187,8 @@ class RollingTermController:
                     record.replacement_seconds = time.monotonic() - started
                     return
             stop.wait(0.05)
-        log.warning("worker %d was not replaced within %.0fs", record.worker_pid, self.config.replacement_timeout)
+        if time.monotonic() >= deadline:
+            log.warning("worker %d was not replaced within %.0fs", record.worker_pid, self.config.replacement_timeout)
 
 
 def _alive(process: psutil.Process) -> bool:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from websockets.client import ClientProtocol
 from websockets.exceptions import InvalidMessage, InvalidStatus
-from websockets.frames import Close, Opcode
+from websockets.frames import Close, Frame, Opcode
 from websockets.http11 import Response
 from websockets.protocol import State
 from websockets.uri import parse_uri
@@ -66,13 +66,26 @@ def closed_outcome(code: int | None) -> str:
     return f"closed_{code}" if code is not None else LOST_AFTER_ACCEPT
 
 
-class _Clock:
+class _Attempt:
+    """Clock and byte count of one handshake; builds its result."""
+
     def __init__(self) -> None:
         self.started_wall = time.time()
         self.started = time.monotonic()
+        self.received = 0
 
-    def elapsed(self) -> float:
-        return time.monotonic() - self.started
+    def result(
+        self, outcome: str, *, status: int | None = None, close_code: int | None = None, detail: str = ""
+    ) -> HandshakeResult:
+        return HandshakeResult(
+            outcome,
+            time.monotonic() - self.started,
+            self.started_wall,
+            status=status,
+            close_code=close_code,
+            detail=detail,
+            response_bytes=self.received,
+        )
 
 
 def hold_handshake(
@@ -85,19 +98,15 @@ def hold_handshake(
 ) -> HandshakeResult:
     """Open ``url``, wait for the handshake's answer, keep an accepted connection ``keep_open`` seconds."""
     uri = parse_uri(url)
-    clock = _Clock()
-
-    def result(outcome: str, **kwargs: object) -> HandshakeResult:
-        return HandshakeResult(outcome, clock.elapsed(), clock.started_wall, **kwargs)  # type: ignore[arg-type]
-
+    attempt = _Attempt()
     try:
         sock = socket.create_connection((uri.host, uri.port), timeout=connect_timeout)
     except ConnectionRefusedError:
-        return result(REFUSED, detail="connection refused")
+        return attempt.result(REFUSED, detail="connection refused")
     except TimeoutError:
-        return result(TIMEOUT, detail="connect timed out")
+        return attempt.result(TIMEOUT, detail="connect timed out")
     except OSError as exc:
-        return result(_os_error_outcome(exc), detail=str(exc))
+        return attempt.result(_os_error_outcome(exc), detail=str(exc))
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         local: Address = sock.getsockname()[:2]
@@ -106,7 +115,7 @@ def hold_handshake(
         if registry is not None:
             registry.add(local)
         try:
-            handshake = _await_response(sock, protocol, clock, handshake_timeout, result)
+            handshake = _await_response(sock, protocol, attempt, handshake_timeout)
         finally:
             if registry is not None:
                 registry.discard(local)
@@ -117,62 +126,63 @@ def hold_handshake(
         sock.close()
 
 
-def _await_response(sock, protocol, clock, timeout, result):  # type: ignore[no-untyped-def]
-    received = 0
+def _await_response(
+    sock: socket.socket, protocol: ClientProtocol, attempt: _Attempt, timeout: float
+) -> HandshakeResult:
     try:
         _flush(sock, protocol)
-        deadline = clock.started + timeout
+        deadline = attempt.started + timeout
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                return result(TIMEOUT, detail=f"no response within {timeout:g}s", response_bytes=received)
+                return attempt.result(TIMEOUT, detail=f"no response within {timeout:g}s")
             sock.settimeout(remaining)
             data = sock.recv(_RECV_BYTES)
             if data:
-                received += len(data)
+                attempt.received += len(data)
                 protocol.receive_data(data)
             else:
                 protocol.receive_eof()
             for event in protocol.events_received():
                 if isinstance(event, Response):
-                    return _judge_response(event, protocol, result, received)
+                    return _judge_response(event, protocol, attempt)
             if protocol.handshake_exc is not None:
-                return _judge_exception(protocol.handshake_exc, result, received)
+                return _judge_exception(protocol.handshake_exc, attempt)
             if not data:
-                outcome = DROPPED if received == 0 else TRUNCATED
-                return result(outcome, detail="EOF before a complete response", response_bytes=received)
+                return attempt.result(DROPPED if attempt.received == 0 else TRUNCATED, detail="EOF before a response")
     except TimeoutError:
-        return result(TIMEOUT, detail=f"no response within {timeout:g}s", response_bytes=received)
+        return attempt.result(TIMEOUT, detail=f"no response within {timeout:g}s")
     except ConnectionResetError:
-        return result(RESET, detail="connection reset during the handshake", response_bytes=received)
+        return attempt.result(RESET, detail="connection reset during the handshake")
     except OSError as exc:
-        return result(_os_error_outcome(exc), detail=str(exc), response_bytes=received)
+        return attempt.result(_os_error_outcome(exc), detail=str(exc))
 
 
-def _judge_response(response, protocol, result, received):  # type: ignore[no-untyped-def]
+def _judge_response(response: Response, protocol: ClientProtocol, attempt: _Attempt) -> HandshakeResult:
     status = response.status_code
     if status == 101 and protocol.state is State.OPEN:
-        return result(ACCEPTED, status=101, response_bytes=received)
+        return attempt.result(ACCEPTED, status=101)
     if status == 101:
         # A 101 that failed validation (bad accept key, extensions): a broken handshake.
-        return result(BAD_RESPONSE, status=101, detail=str(protocol.handshake_exc), response_bytes=received)
-    return result(http_outcome(status), status=status, detail=response.reason_phrase, response_bytes=received)
+        return attempt.result(BAD_RESPONSE, status=101, detail=str(protocol.handshake_exc))
+    return attempt.result(http_outcome(status), status=status, detail=response.reason_phrase)
 
 
-def _judge_exception(exc, result, received):  # type: ignore[no-untyped-def]
+def _judge_exception(exc: Exception, attempt: _Attempt) -> HandshakeResult:
     if isinstance(exc, InvalidStatus):
         status = exc.response.status_code
-        return result(http_outcome(status), status=status, response_bytes=received)
+        return attempt.result(http_outcome(status), status=status)
     if isinstance(exc, InvalidMessage):
         cause = exc.__cause__
         if isinstance(cause, EOFError):
-            outcome = DROPPED if received == 0 else TRUNCATED
-            return result(outcome, detail=str(cause) or "EOF", response_bytes=received)
-        return result(BAD_RESPONSE, detail=f"{exc}: {cause}", response_bytes=received)
-    return result(BAD_RESPONSE, detail=f"{type(exc).__name__}: {exc}", response_bytes=received)
+            return attempt.result(DROPPED if attempt.received == 0 else TRUNCATED, detail=str(cause) or "EOF")
+        return attempt.result(BAD_RESPONSE, detail=f"{exc}: {cause}")
+    return attempt.result(BAD_RESPONSE, detail=f"{type(exc).__name__}: {exc}")
 
 
-def _hold_open(sock: socket.socket, protocol: ClientProtocol, keep_open: float, handshake: HandshakeResult):  # type: ignore[no-untyped-def]
+def _hold_open(
+    sock: socket.socket, protocol: ClientProtocol, keep_open: float, handshake: HandshakeResult
+) -> HandshakeResult:
     """Keep the accepted connection; report who closed it and how."""
     deadline = time.monotonic() + keep_open
     try:
@@ -187,19 +197,15 @@ def _hold_open(sock: socket.socket, protocol: ClientProtocol, keep_open: float, 
                 handshake.outcome = LOST_AFTER_ACCEPT
                 return handshake
             protocol.receive_data(data)
-            for frame in protocol.events_received():
-                if frame.opcode is Opcode.CLOSE:
-                    close = Close.parse(frame.data) if frame.data else None
+            for event in protocol.events_received():
+                if isinstance(event, Frame) and event.opcode is Opcode.CLOSE:
+                    close = Close.parse(event.data) if event.data else None
                     handshake.close_code = close.code if close else 1005
                     handshake.outcome = closed_outcome(handshake.close_code)
                     _flush(sock, protocol)  # the protocol queued the close reply
                     return handshake
         protocol.send_close(1000)
         _flush(sock, protocol)
-        return handshake
-    except ConnectionResetError:
-        handshake.outcome = LOST_AFTER_ACCEPT
-        handshake.detail = "reset after accept"
         return handshake
     except OSError as exc:
         handshake.outcome = LOST_AFTER_ACCEPT
