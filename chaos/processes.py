@@ -13,7 +13,7 @@ from pathlib import Path
 
 import psutil
 
-from chaos.errors import TargetError, UsageError
+from chaos.errors import UsageError
 
 # gunicorn creates each worker's heartbeat file under this prefix and unlinks it at once;
 # the worker keeps it open, and it is reachable through /proc/PID/fd.
@@ -54,9 +54,9 @@ class GunicornMaster:
             cmdline = " ".join(process.cmdline())
             name = process.name()
         except psutil.NoSuchProcess:
-            raise TargetError(f"no process with pid {pid}") from None
+            raise UsageError(f"no process with pid {pid}") from None
         except psutil.AccessDenied:
-            raise TargetError(f"not allowed to inspect pid {pid}") from None
+            raise UsageError(f"not allowed to inspect pid {pid}") from None
         if "gunicorn" not in cmdline and "gunicorn" not in name:
             raise UsageError(f"pid {pid} is not a gunicorn master (command: {cmdline[:80]!r})")
         self._process = process

@@ -1,0 +1,119 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+
+import psutil
+import pytest
+
+from chaos.controller import ControllerConfig, RollingTermController
+from chaos.errors import UsageError
+from chaos.exposure import PendingRegistry, SocketExposure
+from chaos.processes import GunicornMaster
+from chaos.wsclient import ACCEPTED, hold_handshake
+from tests.conftest import wait_until
+
+
+def test_rolls_every_worker_and_keeps_the_master(start_target):
+    target = start_target(workers=3, graceful_timeout=5)
+    master = target.master
+    original = [w.pid for w in master.workers()]
+    config = ControllerConfig(interval=0.1, jitter=0.0, min_alive=1, max_signals=3)
+    signalled: set[int] = set()
+    violations: list[int] = []
+    controller = RollingTermController(master, config, on_signal=lambda record: signalled.add(record.worker_pid))
+    stop = threading.Event()
+
+    def watch_min_alive() -> None:
+        while not stop.is_set():
+            unsignalled = [w for w in master.workers() if w.pid not in signalled]
+            if len(unsignalled) < config.min_alive:
+                violations.append(len(unsignalled))
+            time.sleep(0.01)
+
+    watcher = threading.Thread(target=watch_min_alive)
+    watcher.start()
+    try:
+        state = controller.run(stop)
+    finally:
+        stop.set()
+        watcher.join()
+
+    assert [r.worker_pid for r in state.records] == original  # oldest first, each once
+    now = [w.pid for w in master.workers()]
+    assert len(now) == 3 and not set(now) & set(original)
+    assert master.is_alive() and master.pid == target.master.pid
+    assert all(r.replacement_pid in now for r in state.records)
+    assert all(r.replacement_seconds is not None and r.worker_exit_seconds is not None for r in state.records)
+    assert not violations
+
+
+def test_min_alive_rule_blocks_the_signal(start_target):
+    target = start_target(workers=2)
+    before = [w.pid for w in target.master.workers()]
+    controller = RollingTermController(target.master, ControllerConfig(interval=0, jitter=0, min_alive=2))
+    assert controller.step(threading.Event()) is None
+    assert controller.state.skipped_min_alive == 1
+    assert [w.pid for w in target.master.workers()] == before
+    with pytest.raises(UsageError, match="min-alive"):
+        ControllerConfig(min_alive=2).validate(workers=2)
+
+
+def test_dry_run_sends_nothing(start_target):
+    target = start_target(workers=2)
+    before = [w.pid for w in target.master.workers()]
+    controller = RollingTermController(
+        target.master, ControllerConfig(interval=0.05, jitter=0, dry_run=True, max_signals=3)
+    )
+    state = controller.run(threading.Event())
+    assert len(state.records) == 3 and state.sent == 0
+    assert all(record.dry_run for record in state.records)
+    assert [w.pid for w in target.master.workers()] == before
+
+
+def test_a_process_that_is_not_a_child_is_never_verified(start_target):
+    target = start_target(workers=1)
+    stranger = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        assert not target.master.verify_worker(psutil.Process(stranger.pid))
+        assert target.master.verify_worker(target.master.workers()[0])
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
+def test_a_worker_that_exited_is_not_verified_again(start_target):
+    target = start_target(workers=2)
+    worker = target.master.workers()[0]
+    worker.terminate()
+    wait_until(lambda: not worker.is_running() or worker.status() == psutil.STATUS_ZOMBIE, 15, "worker exit")
+    assert not target.master.verify_worker(worker)
+
+
+def test_not_a_gunicorn_master_is_refused():
+    with pytest.raises(UsageError, match="not a gunicorn master"):
+        GunicornMaster(psutil.Process().pid)
+
+
+def test_exposure_counts_the_pending_handshakes_each_worker_holds(start_target):
+    target = start_target(workers=2)
+    registry = PendingRegistry()
+    exposure = SocketExposure(registry, target.port)
+    results = []
+    url = f"{target.url}/ws/probe?hold=3&keep=5"
+    threads = [
+        threading.Thread(target=lambda: results.append(hold_handshake(url, keep_open=0, registry=registry)))
+        for _ in range(12)
+    ]
+    for thread in threads:
+        thread.start()
+    wait_until(lambda: len(registry) == 12, 10, "12 handshakes in flight")
+    wait_until(
+        lambda: sum(exposure(w.pid) for w in target.master.workers()) == 12, 10, "12 pending held by the workers"
+    )
+    for thread in threads:
+        thread.join()
+    assert [r.outcome for r in results] == [ACCEPTED] * 12
+    assert sum(exposure(w.pid) for w in target.master.workers()) == 0

@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+import psutil
+import pytest
+from websockets.sync.client import connect
+
+from chaos.errors import TargetError, UsageError
+from chaos.launcher import Target, TargetConfig
+from chaos.wsclient import ACCEPTED, hold_handshake
+from tests.conftest import assert_gone, installed_ws_implementations, port_is_free
+
+
+@pytest.mark.parametrize("ws", installed_ws_implementations())
+def test_starts_serves_a_real_handshake_and_stops(start_target, ws):
+    target = start_target(ws=ws, workers=2)
+    master_pid = target.master.pid
+    workers = [w.pid for w in target.master.workers()]
+    assert len(workers) == 2
+    assert target.versions["uvicorn"] and target.versions["gunicorn"] and target.versions["python"]
+
+    with connect(f"{target.url}/ws/probe?hold=0.1&keep=5", open_timeout=10) as websocket:
+        websocket.send("ping")
+        assert websocket.recv(timeout=5) == "ping"
+    result = hold_handshake(f"{target.url}/ws/probe?hold=0.2&keep=5", keep_open=0.2)
+    assert result.outcome == ACCEPTED and 0.2 <= result.handshake_seconds < 5
+
+    # The worker really runs the ws implementation asked for.
+    assert psutil.Process(workers[0]).environ()["HANDSHAKE_CHAOS_WS"] == ws
+    port = target.port
+    assert target.stop() == 0
+    assert_gone([master_pid, *workers])
+    assert port_is_free(port)
+
+
+def test_error_log_is_captured(start_target):
+    target = start_target(workers=1)
+    assert "Booting worker with pid" in target.error_log.read_text()
+
+
+def test_non_loopback_host_is_refused_before_anything_starts():
+    with pytest.raises(UsageError, match="loopback"):
+        Target(TargetConfig(host="192.0.2.1"))  # bad input: documentation range, never contacted
+
+
+def test_unknown_ws_implementation_is_a_usage_error():
+    with pytest.raises(UsageError, match="ws implementation"):
+        Target(TargetConfig(ws="tornado"))
+
+
+def test_app_that_cannot_be_imported_fails_with_one_line_and_leaves_nothing(start_target):
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    with pytest.raises(TargetError, match="gunicorn") as caught:
+        start_target(app="no_such_module_here:app", startup_timeout=30)
+    assert "\n" not in str(caught.value)
+    leftover = {p.pid for p in psutil.Process().children(recursive=True)} - before
+    assert_gone(sorted(leftover))
+
+
+def test_missing_interpreter_is_a_target_error():
+    with pytest.raises(TargetError, match="not found"):
+        Target(TargetConfig(python="/nonexistent/python3")).start()
+
+
+def test_probe_health_route(start_target):
+    import urllib.request
+
+    target = start_target(workers=1)
+    with urllib.request.urlopen(f"http://127.0.0.1:{target.port}/healthz", timeout=5) as response:
+        assert response.status == 200
+        assert b'"pid"' in response.read()

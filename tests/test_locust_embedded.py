@@ -1,0 +1,98 @@
+"""The embedded default, as users run it: ``locust -f locustfiles/handshake.py`` with no --host."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+
+from tests.conftest import ROOT, assert_gone, port_is_free, wait_until
+
+LOCUST = [sys.executable, "-m", "locust", "-f", str(ROOT / "locustfiles" / "handshake.py"), "--headless"]
+FAST_CHAOS = ["--hold-seconds", "1", "--keep-open-seconds", "0.5", "--term-interval", "1", "--term-jitter", "0.5"]
+
+
+def _rows(path: Path) -> dict[str, dict[str, str]]:
+    with path.open() as handle:
+        return {row["Name"]: row for row in csv.DictReader(handle)}
+
+
+def test_headless_run_lands_terms_on_pending_handshakes_and_leaves_nothing(tmp_path):
+    report = tmp_path / "report.json"
+    command = [*LOCUST, "-u", "60", "-r", "60", "-t", "12s", "--csv", str(tmp_path / "run")]
+    command += [*FAST_CHAOS, "--chaos-report-json", str(report)]
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode in (0, 1), done.stderr[-3000:]  # 1: Locust's own "some requests failed"
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+
+    rows = _rows(tmp_path / "run_stats.csv")
+    assert int(rows["accepted"]["Request Count"]) > 0
+    summary = json.loads(report.read_text())
+    assert summary["target"]["embedded"] is True
+    assert summary["signals"]["sent"] >= 2
+    assert summary["signals"]["landed_with_pending"] >= 1
+    assert max(summary["signals"]["pending_at_term"]) >= 1
+    # Every attempt Locust counted is in the summary under the same outcome name.
+    for name, count in summary["outcomes"].items():
+        assert int(rows[name]["Request Count"]) == count
+    assert "handshake-chaos summary" in done.stdout
+
+    assert_gone(summary["target"]["pids"])
+    assert port_is_free(summary["target"]["port"])
+
+
+def test_ctrl_c_stops_everything_and_keeps_the_report(tmp_path):
+    report = tmp_path / "report.json"
+    command = [*LOCUST, "-u", "30", "-r", "30", "-t", "120s", "--csv", str(tmp_path / "run")]
+    command += [*FAST_CHAOS, "--chaos-report-json", str(report)]
+    locust = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        stats = tmp_path / "run_stats.csv"
+        wait_until(
+            lambda: stats.exists() and int(_rows(stats).get("Aggregated", {}).get("Request Count", 0) or 0) > 0,
+            60,
+            "the first handshakes in Locust's CSV",
+        )
+        started = [p.pid for p in psutil.Process(locust.pid).children(recursive=True)]
+        assert started, "the embedded deployment is a child of locust"
+        locust.send_signal(signal.SIGINT)
+        _, stderr = locust.communicate(timeout=90)
+    finally:
+        if locust.poll() is None:
+            locust.kill()
+            locust.communicate()
+    assert "Traceback" not in stderr, stderr[-3000:]
+    assert_gone(started)
+    summary = json.loads(report.read_text())
+    assert sum(summary["outcomes"].values()) > 0
+    assert port_is_free(summary["target"]["port"])
+
+
+def test_bad_option_is_one_line_and_exit_2(tmp_path):
+    done = subprocess.run(
+        [*LOCUST, "-u", "1", "-t", "2s", "--workers", "2", "--min-alive", "2"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    errors = [line for line in done.stderr.splitlines() if "handshake-chaos:" in line]
+    assert len(errors) == 1 and "min-alive" in errors[0]
+
+
+def test_unknown_ws_implementation_exits_2_without_starting_anything(tmp_path):
+    before = {p.pid for p in psutil.Process(os.getpid()).children(recursive=True)}
+    done = subprocess.run(
+        [*LOCUST, "-u", "1", "-t", "2s", "--ws", "tornado"], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "ws implementation" in done.stderr
+    assert {p.pid for p in psutil.Process(os.getpid()).children(recursive=True)} == before

@@ -1,0 +1,103 @@
+"""How a handshake ended, judged from what real sockets did on the wire."""
+
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from chaos.exposure import PendingRegistry
+from chaos.wsclient import (
+    ACCEPTED,
+    BAD_RESPONSE,
+    DROPPED,
+    REFUSED,
+    RESET,
+    TIMEOUT,
+    TRUNCATED,
+    hold_handshake,
+)
+
+
+@pytest.fixture
+def raw_server() -> Iterator[Callable[[Callable[[socket.socket], None]], int]]:
+    """A loopback server that handles one connection with the given behaviour."""
+    listeners: list[socket.socket] = []
+    threads: list[threading.Thread] = []
+
+    def serve(behaviour: Callable[[socket.socket], None]) -> int:
+        listener = socket.create_server(("127.0.0.1", 0))
+        listeners.append(listener)
+
+        def run() -> None:
+            connection, _ = listener.accept()
+            with connection:
+                connection.recv(4096)  # the handshake request
+                behaviour(connection)
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        threads.append(thread)
+        return int(listener.getsockname()[1])
+
+    yield serve
+    for listener in listeners:
+        listener.close()
+    for thread in threads:
+        thread.join(timeout=5)
+
+
+def _reset(connection: socket.socket) -> None:
+    connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "outcome"),
+    [
+        (lambda c: None, DROPPED),
+        (lambda c: c.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Le"), TRUNCATED),
+        (lambda c: c.sendall(b"\x00\x01garbage that is not http\r\n\r\n"), BAD_RESPONSE),
+        (_reset, RESET),
+        (lambda c: c.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n"), BAD_RESPONSE),
+    ],
+    ids=["eof", "truncated", "garbage", "reset", "bad-101"],
+)
+def test_no_valid_response_outcomes(raw_server, behaviour, outcome):
+    port = raw_server(behaviour)
+    registry = PendingRegistry()
+    result = hold_handshake(f"ws://127.0.0.1:{port}/ws/probe", handshake_timeout=5, registry=registry)
+    assert result.outcome == outcome, result
+    assert len(registry) == 0
+
+
+def test_http_rejection_names_its_status(raw_server):
+    port = raw_server(lambda c: c.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n"))
+    result = hold_handshake(f"ws://127.0.0.1:{port}/", handshake_timeout=5)
+    assert (result.outcome, result.status) == ("http_503", 503)
+
+
+def test_timeout_when_nothing_answers(raw_server):
+    release = threading.Event()
+    port = raw_server(lambda c: release.wait(5))
+    result = hold_handshake(f"ws://127.0.0.1:{port}/", handshake_timeout=0.3)
+    release.set()
+    assert result.outcome == TIMEOUT and 0.3 <= result.handshake_seconds < 2
+
+
+def test_refused_when_nothing_listens():
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+    assert hold_handshake(f"ws://127.0.0.1:{port}/").outcome == REFUSED
+
+
+def test_accept_then_server_close_reports_the_code(start_target):
+    target = start_target(workers=1)
+    result = hold_handshake(f"{target.url}/ws/probe?hold=0&keep=0.2", keep_open=5)
+    assert (result.outcome, result.close_code) == ("closed_1000", 1000)
+    result = hold_handshake(f"{target.url}/ws/probe?hold=0&keep=5", keep_open=0.2)
+    assert result.outcome == ACCEPTED
+    result = hold_handshake(f"{target.url}/elsewhere", keep_open=0.2)
+    assert result.outcome == "http_403"
