@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import psutil
 
 from chaos.errors import UsageError
+from chaos.exposure import Address
 from chaos.processes import GunicornMaster, heartbeat_ticked
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ class ControllerConfig:
 class SignalRecord:
     """One signal the controller sent (or, in dry-run, would have sent)."""
 
+    id: int
     time: float
     worker_pid: int
     role: str
@@ -99,14 +101,17 @@ class RollingTermController:
         self,
         master: GunicornMaster,
         config: ControllerConfig,
-        exposure: Callable[[int], int] | None = None,
-        on_signal: Callable[[SignalRecord], None] | None = None,
+        snapshot: Callable[[int], frozenset[Address]] | None = None,
+        on_signal: Callable[[SignalRecord, frozenset[Address]], int | None] | None = None,
         on_replaced: Callable[[SignalRecord], None] | None = None,
     ) -> None:
+        """``snapshot(pid)`` lists the client addresses a worker holds, taken just before
+        the signal; ``on_signal(record, peers)`` is told of each signal right after it
+        and may return the worker's exposure (how many of ``peers`` were mid-handshake)."""
         config.validate()
         self.master = master
         self.config = config
-        self.exposure = exposure or (lambda pid: 0)
+        self.snapshot = snapshot or (lambda pid: frozenset())
         self.on_signal = on_signal
         self.on_replaced = on_replaced
         self.state = ControllerState()
@@ -132,34 +137,38 @@ class RollingTermController:
             self.state.skipped_min_alive += 1
             log.info("not signalling: %d live workers, min-alive %d", len(workers), self.config.min_alive)
             return None
-        pending = self.exposure(target.pid)
+        peers = self.snapshot(target.pid)
+        snapshot_time = time.time()
         # Verified last, right before the signal: a pid that exited (and may be reused)
         # since it was listed is never signalled.
         if not self.master.verify_worker(target):
             self.state.lost_targets += 1
             return None
         record = SignalRecord(
-            time=time.time(),
+            id=len(self.state.records) + 1,
+            time=snapshot_time,
             worker_pid=target.pid,
             role="worker",
             signal=self.config.signal_name,
-            pending=pending,
+            pending=0,
             dry_run=self.config.dry_run,
         )
-        if self.config.dry_run:
-            log.info("dry-run: would send %s to worker %d (%d pending)", record.signal, target.pid, pending)
-            self.state.records.append(record)
-            return record
-        try:
-            # psutil re-checks the create time before signalling: the last guard against pid reuse.
-            target.send_signal(SIGNALS[self.config.signal_name])
-        except psutil.NoSuchProcess:
-            self.state.lost_targets += 1
-            return None
+        if not self.config.dry_run:
+            try:
+                # psutil re-checks the create time before signalling: the last guard against pid reuse.
+                target.send_signal(SIGNALS[self.config.signal_name])
+            except psutil.NoSuchProcess:
+                self.state.lost_targets += 1
+                return None
         self.state.records.append(record)
-        log.info("sent %s to worker %d (%d pending)", record.signal, target.pid, pending)
         if self.on_signal is not None:
-            self.on_signal(record)
+            pending = self.on_signal(record, peers)
+            if pending is not None:
+                record.pending = pending
+        verb = "would send" if record.dry_run else "sent"
+        log.info("%s %s to worker %d (%d pending)", verb, record.signal, target.pid, record.pending)
+        if record.dry_run:
+            return record
         self._await_replacement(record, target, {w.pid for w in workers}, len(workers), stop)
         if self.on_replaced is not None:
             self.on_replaced(record)

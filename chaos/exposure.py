@@ -1,55 +1,103 @@
-"""How many handshakes a worker holds pending: its exposure at the moment of a TERM.
+"""Which handshakes a worker holds pending at the moment of a signal: its exposure.
 
 The client side knows which of its connections are mid-handshake (request sent, no
 response yet) by their local address; the kernel knows which worker owns the server
 end of each connection. Their intersection is exact for any app, not just the probe,
-as long as the clients and the deployment share this host.
+as long as the clients and the deployment share this host. It also attributes each
+handshake to the signal whose shutdown it was caught in, for client-side detection.
 """
 
 from __future__ import annotations
 
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+
 import psutil
 
 Address = tuple[str, int]
+# A handshake that ends between the controller's socket snapshot and the marking of
+# the ledger was still pending at the snapshot; this much history catches it.
+_RECENT_SECONDS = 10.0
 
 
-class PendingRegistry:
-    """Local addresses of this process's client connections whose handshake is in flight."""
+def worker_peers(pid: int, listen_port: int) -> frozenset[Address]:
+    """Client addresses of the connections a worker holds on ``listen_port``."""
+    try:
+        connections = psutil.Process(pid).net_connections(kind="tcp")
+    except psutil.Error:
+        return frozenset()
+    return frozenset(
+        (conn.raddr.ip, conn.raddr.port)
+        for conn in connections
+        if conn.status == psutil.CONN_ESTABLISHED and conn.laddr and conn.laddr.port == listen_port and conn.raddr
+    )
+
+
+@dataclass
+class Flight:
+    """One handshake between request and response."""
+
+    started: float
+    exposed_by: int | None = None
+    ended: float | None = None
+    payload: object | None = None
+
+
+class HandshakeLedger:
+    """The handshakes this process has in flight, and the signals that caught them."""
 
     def __init__(self) -> None:
-        self._pending: set[Address] = set()
+        self._in_flight: dict[Address, Flight] = {}
+        self._recent: deque[tuple[Address, Flight]] = deque()
+        self._lock = threading.Lock()
 
-    def add(self, address: Address) -> None:
-        self._pending.add(address)
+    def begin(self, address: Address) -> Flight:
+        flight = Flight(started=time.time())
+        with self._lock:
+            self._in_flight[address] = flight
+        return flight
 
-    def discard(self, address: Address) -> None:
-        self._pending.discard(address)
+    def end(self, address: Address) -> Flight | None:
+        """The handshake got its answer (or failed); returns its flight with ``exposed_by`` set if caught."""
+        now = time.time()
+        with self._lock:
+            flight = self._in_flight.pop(address, None)
+            if flight is None:
+                return None
+            flight.ended = now
+            self._recent.append((address, flight))
+            while self._recent and self._recent[0][1].ended < now - _RECENT_SECONDS:  # type: ignore[operator]
+                self._recent.popleft()
+        return flight
+
+    def mark(self, signal_id: int, peers: frozenset[Address], snapshot_time: float) -> tuple[int, list[Flight]]:
+        """Attributes to ``signal_id`` every handshake of ``peers`` pending at ``snapshot_time``.
+
+        Returns how many there were, and the flights among them that have already ended
+        (their outcome is known, so the caller judges them now).
+        """
+        pending, late = 0, []
+        with self._lock:
+            for address in peers:
+                flight = self._in_flight.get(address)
+                if flight is not None and flight.started <= snapshot_time:
+                    flight.exposed_by = signal_id
+                    pending += 1
+            for address, flight in self._recent:
+                if (
+                    address in peers
+                    and flight.exposed_by is None
+                    and flight.started <= snapshot_time < (flight.ended or 0)
+                ):
+                    flight.exposed_by = signal_id
+                    pending += 1
+                    late.append(flight)
+        return pending, late
 
     def __contains__(self, address: object) -> bool:
-        return address in self._pending
+        return address in self._in_flight
 
     def __len__(self) -> int:
-        return len(self._pending)
-
-
-class SocketExposure:
-    """Counts a worker's inbound connections on ``listen_port`` whose client is pending."""
-
-    def __init__(self, registry: PendingRegistry, listen_port: int) -> None:
-        self.registry = registry
-        self.listen_port = listen_port
-
-    def __call__(self, pid: int) -> int:
-        try:
-            connections = psutil.Process(pid).net_connections(kind="tcp")
-        except psutil.Error:
-            return 0
-        return sum(
-            1
-            for conn in connections
-            if conn.status == psutil.CONN_ESTABLISHED
-            and conn.laddr
-            and conn.laddr.port == self.listen_port
-            and conn.raddr
-            and (conn.raddr.ip, conn.raddr.port) in self.registry
-        )
+        return len(self._in_flight)

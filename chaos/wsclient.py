@@ -19,7 +19,7 @@ from websockets.http11 import Response
 from websockets.protocol import State
 from websockets.uri import parse_uri
 
-from chaos.exposure import Address, PendingRegistry
+from chaos.exposure import Address, HandshakeLedger
 
 # Outcomes of the handshake itself.
 ACCEPTED = "accepted"
@@ -48,6 +48,8 @@ class HandshakeResult:
     close_code: int | None = None
     detail: str = ""
     response_bytes: int = 0
+    # Id of the controller signal whose shutdown caught this handshake pending, if any.
+    exposed_by: int | None = None
 
     @property
     def handshake_failed(self) -> bool:
@@ -94,7 +96,7 @@ def hold_handshake(
     connect_timeout: float = 5.0,
     handshake_timeout: float = 30.0,
     keep_open: float = 1.0,
-    registry: PendingRegistry | None = None,
+    ledger: HandshakeLedger | None = None,
 ) -> HandshakeResult:
     """Open ``url``, wait for the handshake's answer, keep an accepted connection ``keep_open`` seconds."""
     uri = parse_uri(url)
@@ -112,13 +114,16 @@ def hold_handshake(
         local: Address = sock.getsockname()[:2]
         protocol = ClientProtocol(uri)
         protocol.send_request(protocol.connect())
-        if registry is not None:
-            registry.add(local)
+        flight = ledger.begin(local) if ledger is not None else None
         try:
             handshake = _await_response(sock, protocol, attempt, handshake_timeout)
         finally:
-            if registry is not None:
-                registry.discard(local)
+            if ledger is not None:
+                ledger.end(local)
+        if flight is not None:
+            # The ledger keeps the flight for late attribution; it judges this result.
+            flight.payload = handshake
+            handshake.exposed_by = flight.exposed_by
         if handshake.outcome != ACCEPTED:
             return handshake
         return _hold_open(sock, protocol, keep_open, handshake)

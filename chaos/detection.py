@@ -1,0 +1,187 @@
+"""Server-side detection: errors a worker logs between the start of its shutdown and its exit.
+
+A worker's shutdown window opens at the stream position of the log when the controller
+signalled it (or at its own "Shutting down" line when something else did); records the
+worker writes from there on, and the master's lines about its exit, are judged.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from chaos import catalog
+from chaos.logfollow import FileTail, LogRecord
+
+Position = tuple[int, int]
+
+_BOOTING = re.compile(r"Booting worker with pid: (\d+)")
+_SENT_SIGNAL = re.compile(r"Worker \(pid:(\d+)\) was sent (\w+)")
+_TERMINATED_BY = re.compile(r"Worker with pid (\d+) was terminated due to signal (\d+)")
+_EXIT_CODE = re.compile(r"Worker \(pid:(\d+)\) exited with code (\d+)")
+_TIMEOUT = re.compile(r"WORKER TIMEOUT \(pid:(\d+)\)")
+_WORKER_EXITING = re.compile(r"Worker exiting \(pid: ?(\d+)\)")
+_EXCEPTION_LINE = re.compile(r"^([A-Za-z_][\w.]*)(?::|$)")
+_SHUTDOWN_SIGNALS = {"SIGTERM", "SIGINT", "SIGQUIT", "15", "2", "3"}
+EXIT_SEVERITY = {"clean": 0, "signalled": 1, "nonzero": 2, "crash": 3, "timeout": 4, "killed": 5}
+# Generic exception signatures are named after the exception type; past this many
+# distinct ones they share one label value, so a flood of odd errors stays bounded.
+MAX_GENERIC_SIGNATURES = 25
+
+
+@dataclass(frozen=True)
+class DetectedError:
+    side: str
+    signature: str
+    example: str
+    reference: str | None
+    pid: int | None = None
+
+
+def snake_case(name: str) -> str:
+    name = name.rsplit(".", 1)[-1]
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", name).lower()
+
+
+class Classifier:
+    """Names the failures in one error record."""
+
+    def __init__(self) -> None:
+        self._generic: set[str] = set()
+
+    def classify(self, record: LogRecord) -> list[tuple[str, str, str | None]]:
+        """(signature, example line, reference) for each failure the record shows."""
+        found: list[tuple[str, str, str | None]] = []
+        known = catalog.match(record.text)
+        if known is not None:
+            entry, line = known
+            found.append((entry.signature, line.strip(), entry.reference))
+        else:
+            exception = _last_exception(record.text)
+            if exception is not None:
+                found.append((self._generic_signature(exception[0]), exception[1], None))
+            else:
+                found.append((catalog.ERROR_LOGGED, record.message.strip(), None))
+        if "Exception in worker process" in record.message:
+            found.append((catalog.WORKER_CRASH, record.message.strip(), None))
+        return found
+
+    def _generic_signature(self, exception_type: str) -> str:
+        signature = catalog.EXCEPTION_PREFIX + snake_case(exception_type)
+        if signature in self._generic or len(self._generic) < MAX_GENERIC_SIGNATURES:
+            self._generic.add(signature)
+            return signature
+        return catalog.EXCEPTION_OTHER
+
+
+def _last_exception(text: str) -> tuple[str, str] | None:
+    if "Traceback (most recent call last)" not in text:
+        return None
+    for line in reversed(text.splitlines()):
+        if line.startswith((" ", "\t", "Traceback", "During handling", "The above exception")) or not line:
+            continue
+        match = _EXCEPTION_LINE.match(line)
+        if match is not None:
+            return match.group(1), line.strip()
+    return None
+
+
+class ServerDetector:
+    """Reads the error log and reports shutdown-time errors and worker exits."""
+
+    def __init__(self, tail: FileTail, on_error: Callable[[DetectedError], None]) -> None:
+        self.tail = tail
+        self.on_error = on_error
+        self.classifier = Classifier()
+        self._windows: dict[int, Position] = {}
+        self._exit_kinds: dict[int, str] = {}
+        self.unattributed_errors = 0
+        self._lock = threading.Lock()
+
+    def open_window(self, pid: int, position: Position | None = None) -> None:
+        """The worker's shutdown begins now (its records from ``position`` on are judged)."""
+        with self._lock:
+            self._windows.setdefault(pid, position if position is not None else self.tail.position())
+
+    def poll(self) -> int:
+        """Reads what is new; returns how many records were judged."""
+        with self._lock:
+            records = self.tail.read()
+            for record in records:
+                self._judge(record)
+            return len(records)
+
+    def drain(self) -> None:
+        """Reads to the end and completes the last record (the writers are quiet or gone)."""
+        with self._lock:
+            for record in self.tail.read() + self.tail.flush():
+                self._judge(record)
+
+    def _judge(self, record: LogRecord) -> None:
+        if self._about_a_worker(record):
+            return
+        pid = record.pid
+        if pid is not None and record.message.strip() == "Shutting down":
+            self._windows.setdefault(pid, (record.generation, record.offset))
+        if not record.is_error:
+            if pid is not None and _WORKER_EXITING.search(record.message):
+                self._exit(pid, "clean")
+            return
+        window = self._windows.get(pid) if pid is not None else None
+        if window is None or (record.generation, record.offset) < window:
+            self.unattributed_errors += 1
+            return
+        for signature, example, reference in self.classifier.classify(record):
+            if signature == catalog.WORKER_CRASH:
+                self._exit(pid, "crash")  # type: ignore[arg-type]
+            self.on_error(DetectedError("server", signature, example, reference, pid))
+
+    def _about_a_worker(self, record: LogRecord) -> bool:
+        """Master lines about a worker: its boot (pid reuse ends an old window) and its exit."""
+        message = record.message
+        booting = _BOOTING.search(message)
+        if booting:
+            self._windows.pop(int(booting.group(1)), None)
+            return True
+        for pattern, judge in (
+            (_SENT_SIGNAL, self._signalled),
+            (_TERMINATED_BY, self._signalled),
+            (_EXIT_CODE, self._exit_code),
+            (_TIMEOUT, self._timeout),
+        ):
+            match = pattern.search(message)
+            if match:
+                worker = int(match.group(1))
+                if worker in self._windows:
+                    judge(worker, match.group(match.lastindex or 1), message.strip())
+                return True
+        return False
+
+    def _signalled(self, worker: int, signal_name: str, line: str) -> None:
+        if signal_name in _SHUTDOWN_SIGNALS:
+            self._exit(worker, "signalled")
+            return
+        self._exit(worker, "killed")
+        self.on_error(DetectedError("server", catalog.WORKER_KILLED, line, None, worker))
+
+    def _exit_code(self, worker: int, code: str, line: str) -> None:
+        if code != "0":
+            self._exit(worker, "nonzero")
+            self.on_error(DetectedError("server", catalog.WORKER_EXIT_NONZERO, line, None, worker))
+
+    def _timeout(self, worker: int, _group: str, line: str) -> None:
+        self._exit(worker, "timeout")
+        self.on_error(DetectedError("server", catalog.WORKER_TIMEOUT, line, None, worker))
+
+    def _exit(self, pid: int, kind: str) -> None:
+        # A worker leaves several lines as it goes (its crash, "Worker exiting", the
+        # master's verdict); the most severe one names how it exited.
+        if EXIT_SEVERITY[kind] > EXIT_SEVERITY.get(self._exit_kinds.get(pid, ""), -1):
+            self._exit_kinds[pid] = kind
+
+    def exit_kind(self, pid: int) -> str | None:
+        """How a worker whose shutdown was watched exited, as far as the log has said."""
+        with self._lock:
+            return self._exit_kinds.get(pid)
