@@ -76,6 +76,7 @@ class SignalRecord:
     worker_exit_seconds: float | None = None
     replacement_pid: int | None = None
     replacement_seconds: float | None = None
+    exit_kind: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -113,6 +113,20 @@ class ServerDetector:
                 self._judge(record)
             return len(records)
 
+    def poll_bytes(self) -> int:
+        """Like ``poll``; returns how many bytes were new (0 when the writer is quiet)."""
+        with self._lock:
+            before = self.tail.bytes_read
+            for record in self.tail.read():
+                self._judge(record)
+            return self.tail.bytes_read - before
+
+    def complete(self) -> None:
+        """Judges the record in progress as it stands (the writer went quiet mid-record)."""
+        with self._lock:
+            for record in self.tail.flush():
+                self._judge(record)
+
     def drain(self) -> None:
         """Reads to the end and completes the last record (the writers are quiet or gone)."""
         with self._lock:

@@ -72,18 +72,22 @@ class HandshakeLedger:
                 self._recent.popleft()
         return flight
 
-    def mark(self, signal_id: int, peers: frozenset[Address], snapshot_time: float) -> tuple[int, list[Flight]]:
+    def mark(
+        self, signal_id: int, peers: frozenset[Address], snapshot_time: float, commit: bool = True
+    ) -> tuple[int, list[Flight]]:
         """Attributes to ``signal_id`` every handshake of ``peers`` pending at ``snapshot_time``.
 
         Returns how many there were, and the flights among them that have already ended
-        (their outcome is known, so the caller judges them now).
+        (their outcome is known, so the caller judges them now). ``commit=False`` only
+        counts (a dry-run signal caught nothing).
         """
         pending, late = 0, []
         with self._lock:
             for address in peers:
                 flight = self._in_flight.get(address)
                 if flight is not None and flight.started <= snapshot_time:
-                    flight.exposed_by = signal_id
+                    if commit:
+                        flight.exposed_by = signal_id
                     pending += 1
             for address, flight in self._recent:
                 if (
@@ -91,9 +95,10 @@ class HandshakeLedger:
                     and flight.exposed_by is None
                     and flight.started <= snapshot_time < (flight.ended or 0)
                 ):
-                    flight.exposed_by = signal_id
                     pending += 1
-                    late.append(flight)
+                    if commit:
+                        flight.exposed_by = signal_id
+                        late.append(flight)
         return pending, late
 
     def __contains__(self, address: object) -> bool:

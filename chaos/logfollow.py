@@ -113,6 +113,7 @@ class FileTail:
         self._handle: BinaryIO | None = None
         self._from_start = from_start
         self.parser = RecordParser()
+        self.bytes_read = 0
 
     def close(self) -> None:
         if self._handle is not None:
@@ -179,4 +180,5 @@ class FileTail:
     def _drain(self, limit: int) -> list[LogRecord]:
         assert self._handle is not None
         data = self._handle.read(limit)
+        self.bytes_read += len(data)
         return self.parser.feed(data) if data else []

@@ -1,8 +1,8 @@
-"""One chaos run: the deployment (embedded or external), the controller, and the summary.
+"""One chaos run: the deployment (embedded or external), controller, detection, metrics, summary.
 
 Independent of Locust so that the locustfile, ``soak`` and the tests drive it the
-same way. The controller runs in a thread; under Locust's gevent monkey-patching
-that thread is a greenlet, and its sleeps yield to the users.
+same way. Background work runs in threads; under Locust's gevent monkey-patching
+those are greenlets, and their sleeps yield to the users.
 """
 
 from __future__ import annotations
@@ -11,18 +11,31 @@ import json
 import logging
 import threading
 import time
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from chaos.controller import ControllerConfig, ControllerState, RollingTermController
+import psutil
+from prometheus_client import CollectorRegistry
+
+from chaos import __version__
+from chaos.accounting import ClientRecorder, RunTotals
+from chaos.controller import ControllerConfig, ControllerState, RollingTermController, SignalRecord
+from chaos.detection import ServerDetector
 from chaos.errors import UsageError
-from chaos.exposure import PendingRegistry, SocketExposure
-from chaos.launcher import Target, TargetConfig
+from chaos.exposure import Address, HandshakeLedger, worker_peers
+from chaos.gate import GatePolicy, GateResult, decide
+from chaos.launcher import Target, TargetConfig, read_versions
+from chaos.logfollow import FileTail
+from chaos.metrics import ChaosMetrics, serve
 from chaos.processes import GunicornMaster, read_pidfile
 
 log = logging.getLogger(__name__)
+
+_LOG_POLL_SECONDS = 0.25
 
 
 @dataclass(frozen=True)
@@ -38,12 +51,20 @@ class ChaosOptions:
     graceful_timeout: int = 10
     target_python: str | None = None
     app: str | None = None
+    run_dir: str | None = None
     term_interval: float = 3.0
     term_jitter: float = 1.0
     min_alive: int = 1
     dry_run: bool = False
     target_pid: int | None = None
     target_pidfile: str | None = None
+    server_log: str | None = None
+    release: str | None = None
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 9646
+    gate: bool = False
+    http_rejection_is_error: bool = False
+    allow: str = ""
     report_json: str | None = None
 
     def validate(self, host: str | None) -> None:
@@ -63,15 +84,19 @@ class ChaosOptions:
             raise UsageError(f"--host must be a ws:// or http:// URL, got {host!r}")
         if not host and (self.target_pid is not None or self.target_pidfile is not None):
             raise UsageError("a target master pid/pidfile needs --host pointing at that deployment")
-        embedded_workers = None if host else self.workers
-        self.controller_config().validate(embedded_workers)
+        if not 0 <= self.metrics_port <= 65535:
+            raise UsageError(f"metrics port out of range: {self.metrics_port}")
+        self.gate_policy()
+        self.controller_config().validate(None if host else self.workers)
+        if not host:
+            self.target_config().validate()
+
+    def gate_policy(self) -> GatePolicy:
+        return GatePolicy.parse(item for item in self.allow.split(",") if item.strip())
 
     def controller_config(self) -> ControllerConfig:
         return ControllerConfig(
-            interval=self.term_interval,
-            jitter=self.term_jitter,
-            min_alive=self.min_alive,
-            dry_run=self.dry_run,
+            interval=self.term_interval, jitter=self.term_jitter, min_alive=self.min_alive, dry_run=self.dry_run
         )
 
     def target_config(self) -> TargetConfig:
@@ -80,6 +105,8 @@ class ChaosOptions:
             kwargs["python"] = self.target_python
         if self.app:
             kwargs["app"] = self.app
+        if self.run_dir:
+            kwargs["run_dir"] = Path(self.run_dir)
         return TargetConfig(**kwargs)
 
 
@@ -93,21 +120,42 @@ def handshake_url(base: str, options: ChaosOptions) -> str:
     return f"{scheme}://{parts.netloc}{options.ws_path}?hold={options.hold_seconds:g}&keep={server_keep:g}"
 
 
+ExposureResolver = Callable[[SignalRecord, frozenset[Address]], "int | None"]
+
+
 class ChaosSession:
-    def __init__(self, options: ChaosOptions, host: str | None) -> None:
+    def __init__(self, options: ChaosOptions, host: str | None, registry: CollectorRegistry | None = None) -> None:
         options.validate(host)
         self.options = options
         self.host = host
         self.embedded = not host
-        self.registry = PendingRegistry()
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.ledger = HandshakeLedger()
         self.target: Target | None = None
         self.master: GunicornMaster | None = None
         self.listen_port: int | None = None
+        self.versions: dict[str, Any] = {}
+        self.release = options.release or "unknown"
+        self.metrics: ChaosMetrics | None = None
+        self.metrics_url: str | None = None
+        self.totals = RunTotals()
+        self.recorder = ClientRecorder(options.http_rejection_is_error, sink=self.totals.add_client)
+        self.detector: ServerDetector | None = None
         self.controller: RollingTermController | None = None
         self.controller_states: list[ControllerState] = []
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        # Local runs attribute exposure through this process's ledger; a Locust master
+        # replaces this with a broadcast to its workers.
+        self.exposure_resolver: ExposureResolver = self._resolve_locally
+        self.worker_exits: Counter[str] = Counter()
+        self._log_positions: dict[int, tuple[int, int]] = {}
+        self._stop_controller = threading.Event()
+        self._stop_background = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._controller_thread: threading.Thread | None = None
+        self._metrics_server: Any = None
         self.started = time.time()
+
+    # -- lifecycle -------------------------------------------------------------------
 
     def start(self) -> str:
         """Start (embedded) or locate (external) the deployment; returns the base URL."""
@@ -116,6 +164,8 @@ class ChaosSession:
             self.master = self.target.master
             self.listen_port = self.target.port
             self.host = self.target.url
+            self.versions = dict(self.target.versions)
+            error_log: Path | None = self.target.error_log
         else:
             assert self.host is not None
             self.listen_port = urlsplit(self.host).port
@@ -123,57 +173,156 @@ class ChaosSession:
                 self.master = GunicornMaster(self.options.target_pid)
             elif self.options.target_pidfile is not None:
                 self.master = GunicornMaster(read_pidfile(self.options.target_pidfile))
+            if self.master is not None:
+                self.versions = _versions_of(self.master)
+            error_log = Path(self.options.server_log) if self.options.server_log else None
+        self.release = self.options.release or str(self.versions.get("uvicorn") or "unknown")
+        self.metrics = ChaosMetrics(self.registry, self.release, self.options.ws)
+        self.totals.metrics = self.metrics
+        worker_class = self.target.worker_base() if self.target else "external"
+        self.metrics.set_target(self.versions, worker_class)
+        self._serve_metrics()
+        if error_log is not None:
+            self.detector = ServerDetector(FileTail(error_log, from_start=self.embedded), self.totals.add_server)
+        self._spawn(self._background_loop, "handshake-chaos-detector")
         return self.host
 
+    def _serve_metrics(self) -> None:
+        try:
+            self._metrics_server = serve(self.registry, self.options.metrics_host, self.options.metrics_port)
+        except OSError as exc:
+            self.close()
+            where = f"{self.options.metrics_host}:{self.options.metrics_port}"
+            raise UsageError(f"cannot serve metrics on {where}: {exc.strerror}") from None
+        host, port = self._metrics_server.server_address[:2]
+        self.metrics_url = f"http://{host}:{port}/metrics"
+        log.info("handshake-chaos metrics at %s", self.metrics_url)
+
+    def _spawn(self, target: Callable[[], None], name: str) -> threading.Thread:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+        return thread
+
     def start_controller(self) -> None:
-        if self.master is None or self._thread is not None:
+        if self.master is None or self._controller_thread is not None:
             return
-        exposure = SocketExposure(self.registry, self.listen_port) if self.listen_port else None
-        self.controller = RollingTermController(self.master, self.options.controller_config(), exposure)
-        self._stop.clear()
-        self._thread = threading.Thread(
-            target=self.controller.run, args=(self._stop,), name="handshake-chaos-controller", daemon=True
+        self.controller = RollingTermController(
+            self.master,
+            self.options.controller_config(),
+            snapshot=self._snapshot,
+            on_signal=self._on_signal,
+            on_replaced=self._on_replaced,
         )
-        self._thread.start()
+        self._stop_controller.clear()
+        controller = self.controller
+        self._controller_thread = self._spawn(lambda: _run(controller, self._stop_controller), "handshake-chaos-ctl")
 
     def stop_controller(self) -> None:
-        thread, self._thread = self._thread, None
+        thread, self._controller_thread = self._controller_thread, None
         if thread is None:
             return
-        self._stop.set()
+        self._stop_controller.set()
         thread.join(timeout=self.options.graceful_timeout + 70)
         if self.controller is not None:
             self.controller_states.append(self.controller.state)
 
     def close(self) -> None:
+        """Stops everything this session started; the counts stay readable."""
         self.stop_controller()
+        if self.detector is not None:
+            # Before the deployment stops: its own shutdown is not part of the run.
+            self.detector.drain()
+        self._stop_background.set()
+        for thread in self._threads:
+            thread.join(timeout=5)
+        self._threads.clear()
         if self.target is not None:
             self.target.stop()
+        if self.detector is not None:
+            self.detector.tail.close()
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
+            self._metrics_server.server_close()
+            self._metrics_server = None
+
+    # -- the controller's hooks ------------------------------------------------------
+
+    def _snapshot(self, pid: int) -> frozenset[Address]:
+        if self.detector is not None:
+            self._log_positions[pid] = self.detector.tail.position()
+        return worker_peers(pid, self.listen_port) if self.listen_port else frozenset()
+
+    def _on_signal(self, record: SignalRecord, peers: frozenset[Address]) -> int | None:
+        position = self._log_positions.pop(record.worker_pid, None)
+        if not record.dry_run:
+            if self.metrics is not None:
+                self.metrics.signal_sent(record.signal, record.role)
+            if self.detector is not None:
+                self.detector.open_window(record.worker_pid, position)
+        return self.exposure_resolver(record, peers)
+
+    def _resolve_locally(self, record: SignalRecord, peers: frozenset[Address]) -> int:
+        pending, late = self.ledger.mark(record.id, peers, record.time, commit=not record.dry_run)
+        self.recorder.caught_late(late)
+        return pending
+
+    def _on_replaced(self, record: SignalRecord) -> None:
+        kind = "unknown"
+        if self.detector is not None:
+            self.detector.poll()
+            kind = self.detector.exit_kind(record.worker_pid) or "unknown"
+        record.exit_kind = kind
+        self.worker_exits[kind] += 1
+        if self.metrics is not None:
+            self.metrics.worker_exited(kind)
+            self.metrics.signal_settled(record.signal, record.role, record.pending, record.replacement_seconds)
+
+    def _background_loop(self) -> None:
+        quiet_polls = 0
+        while not self._stop_background.wait(_LOG_POLL_SECONDS):
+            if self.metrics is not None:
+                self.metrics.set_pending(len(self.ledger))
+            if self.detector is None:
+                continue
+            quiet_polls = 0 if self.detector.poll_bytes() else quiet_polls + 1
+            if quiet_polls == 2:
+                # The writer has gone quiet: the record in progress (a traceback's tail) is complete.
+                self.detector.complete()
+
+    # -- results ---------------------------------------------------------------------
+
+    def records(self) -> list[SignalRecord]:
+        states = list(self.controller_states)
+        if self.controller is not None and self.controller.state not in states:
+            states.append(self.controller.state)
+        return [record for state in states for record in state.records]
 
     def seen_pids(self) -> list[int]:
         pids: set[int] = set(self.target.seen_pids) if self.target else set()
-        if self.master is not None:
+        if self.master is not None and self.embedded:
             pids.add(self.master.pid)
-        for state in self.controller_states:
-            for record in state.records:
+        for record in self.records():
+            if self.embedded:
                 pids.add(record.worker_pid)
                 if record.replacement_pid:
                     pids.add(record.replacement_pid)
         return sorted(pids)
 
-    def summary(self, outcomes: dict[str, int]) -> dict[str, Any]:
-        records = [record for state in self.controller_states for record in state.records]
+    def gate(self) -> GateResult:
+        sent = [record for record in self.records() if not record.dry_run]
+        landed = sum(1 for record in sent if record.pending > 0)
+        return decide(self.totals.error_rows(), landed, self.options.gate_policy())
+
+    def summary(self) -> dict[str, Any]:
+        records = self.records()
         sent = [record for record in records if not record.dry_run]
         return {
-            "target": {
-                "url": self.host,
-                "embedded": self.embedded,
-                "master_pid": self.master.pid if self.master else None,
-                "pids": self.seen_pids(),
-                "port": self.listen_port,
-                "versions": self.target.versions if self.target else {},
-            },
-            "options": asdict(self.options),
+            "release": self.release,
+            "ws": self.options.ws,
+            "versions": {**self.versions, "handshake_chaos": __version__},
+            "gate": self.gate().as_dict(),
+            "errors": self.totals.error_rows(),
             "signals": {
                 "sent": len(sent),
                 "dry_run": len(records) - len(sent),
@@ -181,7 +330,19 @@ class ChaosSession:
                 "pending_at_term": [record.pending for record in records],
                 "records": [record.as_dict() for record in records],
             },
-            "outcomes": dict(sorted(outcomes.items())),
+            "outcomes": dict(sorted(self.totals.outcomes.items())),
+            "worker_exits": dict(sorted(self.worker_exits.items())),
+            "unattributed_server_errors": self.detector.unattributed_errors if self.detector else 0,
+            "target": {
+                "url": self.host,
+                "embedded": self.embedded,
+                "master_pid": self.master.pid if self.master else None,
+                "pids": self.seen_pids(),
+                "port": self.listen_port,
+                "error_log": str(self.detector.tail.path) if self.detector else None,
+            },
+            "metrics_url": self.metrics_url,
+            "options": asdict(self.options),
             "duration_seconds": round(time.time() - self.started, 3),
         }
 
@@ -192,29 +353,17 @@ class ChaosSession:
             path.write_text(json.dumps(summary, indent=2) + "\n")
 
 
-def format_summary(summary: dict[str, Any]) -> str:
-    signals = summary["signals"]
-    lines = ["", "handshake-chaos summary"]
-    versions = summary["target"]["versions"]
-    if versions:
-        lines.append(
-            f"  target: uvicorn {versions.get('uvicorn')}, gunicorn {versions.get('gunicorn')}, "
-            f"ws {summary['options']['ws']}, python {versions.get('python')}"
-        )
-    lines.append(
-        f"  signals sent: {signals['sent']} (dry-run: {signals['dry_run']}), "
-        f"landed with pending handshakes: {signals['landed_with_pending']}"
-    )
-    lines.append(f"  pending handshakes at each signal: {signals['pending_at_term'] or 'none'}")
-    replacement = [r["replacement_seconds"] for r in signals["records"] if r["replacement_seconds"] is not None]
-    if replacement:
-        lines.append(
-            f"  worker replacement seconds: min {min(replacement):.2f}, max {max(replacement):.2f}, "
-            f"mean {sum(replacement) / len(replacement):.2f}"
-        )
-    lines.append("  outcomes:")
-    for name, count in summary["outcomes"].items():
-        lines.append(f"    {name:<22} {count}")
-    if not summary["outcomes"]:
-        lines.append("    (no handshake attempted)")
-    return "\n".join(lines)
+def _run(controller: RollingTermController, stop: threading.Event) -> None:
+    try:
+        controller.run(stop)
+    except Exception:  # a controller failure must not take the load down with it
+        log.exception("handshake-chaos controller stopped")
+
+
+def _versions_of(master: GunicornMaster) -> dict[str, Any]:
+    """Versions as the external deployment's own interpreter reports them."""
+    try:
+        return read_versions(master.process().exe())
+    except (psutil.Error, Exception) as exc:  # best effort: the run goes on without them
+        log.warning("could not read the deployment's versions: %s", exc)
+        return {}

@@ -10,7 +10,7 @@ import pytest
 
 from chaos.controller import ControllerConfig, RollingTermController
 from chaos.errors import UsageError
-from chaos.exposure import PendingRegistry, SocketExposure
+from chaos.exposure import HandshakeLedger, worker_peers
 from chaos.processes import GunicornMaster
 from chaos.wsclient import ACCEPTED, hold_handshake
 from tests.conftest import wait_until
@@ -23,7 +23,7 @@ def test_rolls_every_worker_and_keeps_the_master(start_target):
     config = ControllerConfig(interval=0.1, jitter=0.0, min_alive=1, max_signals=3)
     signalled: set[int] = set()
     violations: list[int] = []
-    controller = RollingTermController(master, config, on_signal=lambda record: signalled.add(record.worker_pid))
+    controller = RollingTermController(master, config, on_signal=lambda record, peers: signalled.add(record.worker_pid))
     stop = threading.Event()
 
     def watch_min_alive() -> None:
@@ -99,21 +99,26 @@ def test_not_a_gunicorn_master_is_refused():
 
 def test_exposure_counts_the_pending_handshakes_each_worker_holds(start_target):
     target = start_target(workers=2)
-    registry = PendingRegistry()
-    exposure = SocketExposure(registry, target.port)
+    ledger = HandshakeLedger()
     results = []
     url = f"{target.url}/ws/probe?hold=3&keep=5"
     threads = [
-        threading.Thread(target=lambda: results.append(hold_handshake(url, keep_open=0, registry=registry)))
+        threading.Thread(target=lambda: results.append(hold_handshake(url, keep_open=0, ledger=ledger)))
         for _ in range(12)
     ]
     for thread in threads:
         thread.start()
-    wait_until(lambda: len(registry) == 12, 10, "12 handshakes in flight")
-    wait_until(
-        lambda: sum(exposure(w.pid) for w in target.master.workers()) == 12, 10, "12 pending held by the workers"
-    )
+    wait_until(lambda: len(ledger) == 12, 10, "12 handshakes in flight")
+
+    def exposure() -> int:
+        now = time.time()
+        return sum(
+            ledger.mark(1, worker_peers(w.pid, target.port), now, commit=False)[0] for w in target.master.workers()
+        )
+
+    wait_until(lambda: exposure() == 12, 10, "12 pending held by the workers")
     for thread in threads:
         thread.join()
     assert [r.outcome for r in results] == [ACCEPTED] * 12
-    assert sum(exposure(w.pid) for w in target.master.workers()) == 0
+    assert all(r.exposed_by is None for r in results)
+    assert exposure() == 0

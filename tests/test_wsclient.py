@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from chaos.exposure import PendingRegistry
+from chaos.exposure import HandshakeLedger
 from chaos.wsclient import (
     ACCEPTED,
     BAD_RESPONSE,
@@ -67,10 +67,10 @@ def _reset(connection: socket.socket) -> None:
 )
 def test_no_valid_response_outcomes(raw_server, behaviour, outcome):
     port = raw_server(behaviour)
-    registry = PendingRegistry()
-    result = hold_handshake(f"ws://127.0.0.1:{port}/ws/probe", handshake_timeout=5, registry=registry)
+    ledger = HandshakeLedger()
+    result = hold_handshake(f"ws://127.0.0.1:{port}/ws/probe", handshake_timeout=5, ledger=ledger)
     assert result.outcome == outcome, result
-    assert len(registry) == 0
+    assert len(ledger) == 0
 
 
 def test_http_rejection_names_its_status(raw_server):
