@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import threading
 import time
 from collections import Counter
@@ -41,6 +42,7 @@ _LOG_POLL_SECONDS = 0.25
 @dataclass(frozen=True)
 class ChaosOptions:
     hold_seconds: float = 2.0
+    hold_jitter: float = 0.5
     keep_open_seconds: float = 1.0
     ws_path: str = "/ws/probe"
     connect_timeout: float = 5.0
@@ -70,6 +72,8 @@ class ChaosOptions:
     def validate(self, host: str | None) -> None:
         if not 0 <= self.hold_seconds <= 60:
             raise UsageError(f"hold time must be within 0..60 seconds, got {self.hold_seconds:g}")
+        if not 0 <= self.hold_jitter <= 1:
+            raise UsageError(f"hold jitter is a fraction within 0..1, got {self.hold_jitter:g}")
         if self.keep_open_seconds < 0:
             raise UsageError("keep-open time must not be negative")
         if self.connect_timeout <= 0 or self.handshake_timeout <= 0:
@@ -110,14 +114,22 @@ class ChaosOptions:
         return TargetConfig(**kwargs)
 
 
-def handshake_url(base: str, options: ChaosOptions) -> str:
-    """The URL each user opens: the probe route with its hold and keep-open times."""
+def handshake_url(base: str, options: ChaosOptions, rng: random.Random | None = None) -> str:
+    """The URL each user opens: the probe route with its hold and keep-open times.
+
+    Each attempt's hold is drawn within ``hold_seconds * (1 +/- hold_jitter)``: users
+    started together otherwise move in lockstep, and a TERM that lands between two
+    waves finds nothing pending.
+    """
+    hold = options.hold_seconds
+    if options.hold_jitter and rng is not None:
+        hold *= rng.uniform(1 - options.hold_jitter, 1 + options.hold_jitter)
     parts = urlsplit(base)
     scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
     # The server keeps the connection longer than the client, so a clean run ends with
     # the client's own close and any server-initiated close stands out.
     server_keep = options.keep_open_seconds + 5
-    return f"{scheme}://{parts.netloc}{options.ws_path}?hold={options.hold_seconds:g}&keep={server_keep:g}"
+    return f"{scheme}://{parts.netloc}{options.ws_path}?hold={hold:.3f}&keep={server_keep:g}"
 
 
 ExposureResolver = Callable[[SignalRecord, frozenset[Address]], "int | None"]

@@ -23,6 +23,7 @@ from locust.runners import LocalRunner, MasterRunner, WorkerRunner
 
 import dataclasses
 import logging
+import random
 import sys
 from typing import Any
 
@@ -41,6 +42,7 @@ _DEFAULTS = ChaosOptions()
 # A connection that fails at once (refused, nothing listening) must not become a hot loop.
 _FAST_FAILURE_BACKOFF_SECONDS = 0.5
 _REPORT_KEY = "handshake_chaos"
+_RANDOM = random.Random()
 _TERM_MESSAGE = "handshake_chaos_term"
 _EXPOSURE_MESSAGE = "handshake_chaos_exposure"
 
@@ -64,6 +66,7 @@ def _add_options(parser):  # type: ignore[no-untyped-def]
             )
 
     option("--hold-seconds", "hold_seconds", float, "how long the probe app keeps each handshake pending")
+    option("--hold-jitter", "hold_jitter", float, "spread of each hold time, as a fraction of it")
     option("--keep-open-seconds", "keep_open_seconds", float, "how long a user keeps an accepted websocket open")
     option("--ws-path", "ws_path", str, "path of the probe route")
     option("--connect-timeout", "connect_timeout", float, "TCP connect timeout, seconds")
@@ -238,9 +241,9 @@ class HandshakeUser(User):
             raise StopUser()
         _State.attempts += 1
         result = hold_handshake(
-            handshake_url(self.environment.host, options),
+            handshake_url(self.environment.host, options, _RANDOM),
             connect_timeout=options.connect_timeout,
-            handshake_timeout=options.hold_seconds + options.handshake_timeout,
+            handshake_timeout=options.hold_seconds * (1 + options.hold_jitter) + options.handshake_timeout,
             keep_open=options.keep_open_seconds,
             ledger=_State.ledger,
         )

@@ -15,7 +15,8 @@ import psutil
 from tests.conftest import ROOT, assert_gone, port_is_free, wait_until
 
 LOCUST = [sys.executable, "-m", "locust", "-f", str(ROOT / "locustfiles" / "handshake.py"), "--headless"]
-FAST_CHAOS = ["--metrics-port", "0", "--hold-seconds", "1", "--keep-open-seconds", "0.5", "--term-interval", "1", "--term-jitter", "0.5"]
+FAST_CHAOS = ["--metrics-port", "0", "--hold-seconds", "1", "--keep-open-seconds", "0.5"]
+FAST_CHAOS += ["--term-interval", "1", "--term-jitter", "0.5"]
 
 
 def _rows(path: Path) -> dict[str, dict[str, str]]:
