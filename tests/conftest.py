@@ -58,3 +58,45 @@ def start_target(tmp_path: Path) -> Iterator[Callable[..., Target]]:
     yield start
     for target in started:
         target.stop()
+
+
+def drive_load(session, users: int, seconds: float) -> None:  # type: ignore[no-untyped-def]
+    """Real handshakes against a started session from ``users`` threads, for ``seconds``."""
+    import random
+    import threading
+
+    from chaos.session import handshake_url
+    from chaos.wsclient import hold_handshake
+
+    deadline = time.monotonic() + seconds
+    options = session.options
+
+    def user(seed: int) -> None:
+        rng = random.Random(seed)
+        for _ in range(10_000):  # bounded in count as well as in time
+            if time.monotonic() >= deadline:
+                return
+            result = hold_handshake(
+                handshake_url(session.host, options, rng),
+                handshake_timeout=options.hold_seconds * 2 + 10,
+                keep_open=options.keep_open_seconds,
+                ledger=session.ledger,
+            )
+            session.recorder.finished(result)
+            if result.outcome == "refused":
+                time.sleep(0.2)
+
+    threads = [threading.Thread(target=user, args=(seed,)) for seed in range(users)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
+@pytest.fixture(scope="session")
+def release_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Release environments shared by the tests of one run (and across runs, if set)."""
+    import os
+
+    shared = os.environ.get("HANDSHAKE_CHAOS_TEST_CACHE")
+    return Path(shared) if shared else tmp_path_factory.mktemp("envs")

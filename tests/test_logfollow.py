@@ -1,0 +1,198 @@
+"""The log follower and the server-side classifier, on recorded logs of real releases and on garbage."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from chaos import catalog
+from chaos.detection import Classifier, DetectedError, ServerDetector, snake_case
+from chaos.logfollow import FileTail, LogRecord, RecordParser
+
+DATA = Path(__file__).parent / "data"
+RECORDED = {
+    # Logs of real gunicorn masters, each with one worker TERMed while it held
+    # pending handshakes (tests/data/README.md says how they were made).
+    "uvicorn-0.19.0-wsproto-term.log": {
+        "uvicorn_596_wsproto_close_during_handshake": 9,
+        "worker_crash_during_shutdown": 1,
+    },
+    "uvicorn-0.19.0-websockets-term.log": {
+        "uvicorn_1344_websockets_handshake_closed_on_shutdown": 5,
+        "uvicorn_1816_websockets_recv_after_shutdown": 5,
+    },
+    "uvicorn-0.29.0-wsproto-term.log": {"uvicorn_accept_after_shutdown_rejection": 5},
+    "uvicorn-0.20.0-wsproto-term.log": {},
+}
+
+
+def _detect(path: Path) -> tuple[Counter[str], ServerDetector]:
+    found: Counter[str] = Counter()
+    detector = ServerDetector(FileTail(path), lambda error: found.update([error.signature]))
+    detector.drain()
+    return found, detector
+
+
+@pytest.mark.parametrize("name", sorted(RECORDED))
+def test_recorded_release_logs(name):
+    found, detector = _detect(DATA / name)
+    assert dict(found) == RECORDED[name]
+    assert detector.unattributed_errors == 0
+
+
+def test_the_596_crash_is_a_crash_exit():
+    _, detector = _detect(DATA / "uvicorn-0.19.0-wsproto-term.log")
+    assert detector.exit_kind(4599) == "crash"
+
+
+def test_records_group_tracebacks_and_keep_offsets():
+    data = (DATA / "uvicorn-0.19.0-wsproto-term.log").read_bytes()
+    parser = RecordParser()
+    records = parser.feed(data) + parser.flush()
+    crash = [r for r in records if r.message == "Exception in worker process"]
+    assert len(crash) == 1 and crash[0].pid == 4599
+    assert "LocalProtocolError" in crash[0].text and crash[0].text.count("\n") > 10
+    for record in records:
+        assert data[record.offset : record.offset + 1] == b"["
+
+
+@settings(max_examples=60, suppress_health_check=[HealthCheck.too_slow])
+@given(cuts=st.lists(st.integers(min_value=0, max_value=30000), max_size=40))
+def test_any_split_of_the_stream_gives_the_same_records(cuts):
+    data = (DATA / "uvicorn-0.19.0-websockets-term.log").read_bytes()
+    whole = RecordParser()
+    expected = whole.feed(data) + whole.flush()
+    parser = RecordParser()
+    got: list[LogRecord] = []
+    previous = 0
+    for cut in sorted(set(min(c, len(data)) for c in cuts)):
+        got += parser.feed(data[previous:cut])
+        previous = cut
+    got += parser.feed(data[previous:]) + parser.flush()
+    assert got == expected
+
+
+@settings(max_examples=200)
+@given(st.binary(max_size=4000))
+def test_arbitrary_bytes_never_crash_the_parser_or_classifier(blob):
+    parser = RecordParser()
+    classifier = Classifier()
+    for record in parser.feed(blob) + parser.flush():
+        assert classifier.classify(record)
+
+
+@settings(max_examples=100, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_garbled_tracebacks_never_crash_the_detector(tmp_path_factory, data):
+    original = bytearray((DATA / "uvicorn-0.19.0-wsproto-term.log").read_bytes())
+    for _ in range(data.draw(st.integers(min_value=1, max_value=50))):
+        position = data.draw(st.integers(min_value=0, max_value=len(original) - 1))
+        original[position] = data.draw(st.integers(min_value=0, max_value=255))
+    path = tmp_path_factory.mktemp("garbled") / "error.log"
+    path.write_bytes(bytes(original))
+    errors: list[DetectedError] = []
+    ServerDetector(FileTail(path), errors.append).drain()
+    assert all(error.side == "server" and error.signature for error in errors)
+
+
+def _line(pid: int, level: str, message: str) -> bytes:
+    return f"[2026-11-24 01:00:00 +0000] [{pid}] [{level}] {message}\n".encode()
+
+
+TRACEBACK = b'Traceback (most recent call last):\n  File "x.py", line 1, in f\nValueError: boom\n'
+
+
+def test_rotation_mid_run_loses_nothing(tmp_path):
+    log = tmp_path / "error.log"
+    log.write_bytes(_line(10, "INFO", "Shutting down"))
+    errors: list[DetectedError] = []
+    detector = ServerDetector(FileTail(log), errors.append)
+    detector.poll()
+    with log.open("ab") as handle:
+        handle.write(_line(10, "ERROR", "Exception in ASGI application") + TRACEBACK[:30])
+    detector.poll()
+    with log.open("ab") as handle:  # the rest of the traceback lands just before rotation
+        handle.write(TRACEBACK[30:])
+    os.rename(log, tmp_path / "error.log.1")
+    log.write_bytes(_line(11, "INFO", "Shutting down") + _line(11, "ERROR", "Exception in ASGI application"))
+    with log.open("ab") as handle:
+        handle.write(TRACEBACK.replace(b"ValueError", b"KeyError"))
+    detector.drain()
+    assert [(e.pid, e.signature) for e in errors] == [
+        (10, "shutdown_exception_value_error"),
+        (11, "shutdown_exception_key_error"),
+    ]
+    assert detector.tail.generation == 1
+
+
+def test_truncation_in_place_starts_over(tmp_path):
+    log = tmp_path / "error.log"
+    log.write_bytes(_line(10, "INFO", "Shutting down") + _line(10, "ERROR", "first") * 5)
+    errors: list[DetectedError] = []
+    detector = ServerDetector(FileTail(log), errors.append)
+    detector.drain()
+    assert len(errors) == 5
+    log.write_bytes(b"")  # copytruncate
+    detector.poll()
+    with log.open("ab") as handle:
+        handle.write(_line(12, "INFO", "Shutting down") + _line(12, "ERROR", "after truncation"))
+    detector.drain()
+    assert [e.example for e in errors[5:]] == ["after truncation"]
+
+
+def test_errors_before_the_window_are_not_shutdown_errors(tmp_path):
+    log = tmp_path / "error.log"
+    log.write_bytes(_line(20, "ERROR", "an error before any signal"))
+    errors: list[DetectedError] = []
+    detector = ServerDetector(FileTail(log), errors.append)
+    detector.open_window(20)  # the controller signals worker 20 now
+    with log.open("ab") as handle:
+        handle.write(_line(20, "ERROR", "Exception in ASGI application") + TRACEBACK)
+        handle.write(_line(1, "INFO", "Booting worker with pid: 20"))  # pid reused: window closed
+        handle.write(_line(20, "ERROR", "the new process's own error"))
+    detector.drain()
+    assert [e.signature for e in errors] == ["shutdown_exception_value_error"]
+    assert detector.unattributed_errors == 2
+
+
+@pytest.mark.parametrize(
+    ("line", "signature", "kind"),
+    [
+        ("Worker (pid:30) was sent SIGKILL! Perhaps out of memory?", catalog.WORKER_KILLED, "killed"),
+        ("Worker (pid:30) exited with code 255.", catalog.WORKER_EXIT_NONZERO, "nonzero"),
+        ("WORKER TIMEOUT (pid:30)", catalog.WORKER_TIMEOUT, "timeout"),
+        ("Worker with pid 30 was terminated due to signal 9", catalog.WORKER_KILLED, "killed"),
+        ("Worker (pid:30) was sent SIGTERM!", None, "signalled"),
+        ("Worker with pid 30 was terminated due to signal 15", None, "signalled"),
+    ],
+)
+def test_master_lines_about_a_signalled_worker(tmp_path, line, signature, kind):
+    log = tmp_path / "error.log"
+    log.write_bytes(b"")
+    errors: list[DetectedError] = []
+    detector = ServerDetector(FileTail(log), errors.append)
+    detector.open_window(30)
+    log.write_bytes(_line(1, "ERROR", line))
+    detector.drain()
+    assert [e.signature for e in errors] == ([signature] if signature else [])
+    assert detector.exit_kind(30) == kind
+
+
+def test_generic_signatures_stay_bounded():
+    classifier = Classifier()
+    signatures = set()
+    for index in range(100):
+        text = f"[t] [1] [ERROR] x\nTraceback (most recent call last):\nOdd{index}Error: nope"
+        record = LogRecord(1, "ERROR", "x", text, 0, 0)
+        signatures.update(signature for signature, _, _ in classifier.classify(record))
+    assert len(signatures) <= 26 and catalog.EXCEPTION_OTHER in signatures
+
+
+def test_snake_case():
+    assert snake_case("websockets.exceptions.ConnectionClosedError") == "connection_closed_error"
+    assert snake_case("HTTPError") == "http_error"
