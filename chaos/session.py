@@ -31,7 +31,7 @@ from chaos.exposure import Address, HandshakeLedger, worker_peers
 from chaos.gate import GatePolicy, GateResult, decide
 from chaos.launcher import Target, TargetConfig, read_versions
 from chaos.logfollow import FileTail
-from chaos.metrics import ChaosMetrics, serve
+from chaos.metrics import ChaosMetrics, serve, totals
 from chaos.processes import GunicornMaster, read_pidfile
 
 log = logging.getLogger(__name__)
@@ -354,8 +354,16 @@ class ChaosSession:
                 "error_log": str(self.detector.tail.path) if self.detector else None,
             },
             "metrics_url": self.metrics_url,
+            "metrics_totals": self._metrics_totals(),
             "options": asdict(self.options),
             "duration_seconds": round(time.time() - self.started, 3),
+        }
+
+    def _metrics_totals(self) -> dict[str, float]:
+        """What /metrics says in total: the same counts as above, or a bug."""
+        return {
+            name: sum(totals(self.registry, f"{name}_total", ()).values())
+            for name in ("handshake_chaos_handshakes", "handshake_chaos_shutdown_errors", "handshake_chaos_signals")
         }
 
     def write_report(self, summary: dict[str, Any]) -> None:

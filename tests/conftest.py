@@ -100,3 +100,16 @@ def release_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     shared = os.environ.get("HANDSHAKE_CHAOS_TEST_CACHE")
     return Path(shared) if shared else tmp_path_factory.mktemp("envs")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def scrape(url: str) -> str:
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return str(response.read().decode())

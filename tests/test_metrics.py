@@ -1,0 +1,107 @@
+"""/metrics of a real run: every SPEC metric, labelled, valid for promtool."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
+
+from chaos.metrics import ChaosMetrics, bounded_outcome
+from tests.conftest import ROOT, free_port, scrape, wait_until
+
+SPEC_METRICS = {
+    "handshake_chaos_shutdown_errors": {"release", "ws", "side", "signature"},
+    "handshake_chaos_handshakes": {"release", "ws", "outcome"},
+    "handshake_chaos_signals": {"release", "ws", "signal", "role"},
+    "handshake_chaos_target_info": {"release", "ws", "uvicorn", "gunicorn", "python"},
+}
+
+
+def _families(text: str) -> dict[str, list]:
+    return {family.name: family.samples for family in text_string_to_metric_families(text)}
+
+
+def _value(samples, name: str, **labels: str) -> float:
+    return sum(s.value for s in samples if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
+
+
+def test_a_clean_registry_shows_zeros_not_nothing():
+    registry = CollectorRegistry()
+    ChaosMetrics(registry, release="0.20.0", ws="wsproto")
+    value = registry.get_sample_value(
+        "handshake_chaos_shutdown_errors_total",
+        {
+            "release": "0.20.0",
+            "ws": "wsproto",
+            "side": "server",
+            "signature": "uvicorn_596_wsproto_close_during_handshake",
+        },
+    )
+    assert value == 0.0
+    assert (
+        registry.get_sample_value(
+            "handshake_chaos_handshakes_total", {"release": "0.20.0", "ws": "wsproto", "outcome": "accepted"}
+        )
+        == 0.0
+    )
+
+
+def test_outcome_labels_stay_bounded():
+    assert bounded_outcome("http_503") == "http_503"
+    assert bounded_outcome("closed_1012") == "closed_1012"
+    assert bounded_outcome("closed_4321") == "other"
+    assert bounded_outcome("x" * 200) == "other"
+
+
+def test_metrics_of_a_real_run_are_complete_and_pass_promtool(tmp_path):
+    port = free_port()
+    command = [sys.executable, "-m", "locust", "-f", str(ROOT / "locustfiles" / "handshake.py"), "--headless"]
+    command += ["-u", "40", "-r", "40", "-t", "20s", "--hold-seconds", "1", "--keep-open-seconds", "0.5"]
+    command += ["--term-interval", "1", "--term-jitter", "0.5", "--metrics-port", str(port), "--release", "rc-test"]
+    locust = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}/metrics"
+    texts: list[str] = []
+
+    def scraped_a_signal_and_handshakes() -> bool:
+        try:
+            text = scrape(url)
+        except OSError:
+            return False
+        samples = [s for family in _families(text).values() for s in family]
+        texts.append(text)
+        return (
+            _value(samples, "handshake_chaos_signals_total") >= 1
+            and _value(samples, "handshake_chaos_handshakes_total") >= 1
+        )
+
+    try:
+        wait_until(scraped_a_signal_and_handshakes, 60, "a scrape with signals and handshakes")
+    finally:
+        locust.terminate()
+        _, stderr = locust.communicate(timeout=90)
+    text = texts[-1]
+    families = _families(text)
+    for name, labels in SPEC_METRICS.items():
+        assert name in families, f"{name} missing from /metrics"
+        for sample in families[name]:
+            if sample.name.endswith(("_created",)):
+                continue
+            assert labels <= set(sample.labels), (sample.name, sample.labels)
+            assert sample.labels["release"] == "rc-test" and sample.labels["ws"] == "auto"
+    info = [s for s in families["handshake_chaos_target_info"] if s.value == 1]
+    assert len(info) == 1 and info[0].labels["uvicorn"] and info[0].labels["gunicorn"]
+    for extra in ("handshake_chaos_pending_handshakes", "handshake_chaos_term_exposure_handshakes"):
+        assert extra in families
+    # No pids or connection ids in any label value.
+    for samples in families.values():
+        for sample in samples:
+            assert not any(value.isdigit() and len(value) > 3 for value in sample.labels.values()), sample
+
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is missing: scripts/test installs Debian's prometheus package"
+    checked = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60)
+    assert checked.returncode == 0 and not (checked.stdout + checked.stderr).strip(), checked.stdout + checked.stderr
+    assert "Traceback" not in stderr
