@@ -9,12 +9,14 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from chaos import __version__
 from chaos.controller import SIGNALS, ControllerConfig, RollingTermController
 from chaos.durations import parse_duration
 from chaos.errors import ChaosError
 from chaos.processes import GunicornMaster, read_pidfile
+from chaos.soak import SoakConfig, run_soak, soak_exit_code
 
 log = logging.getLogger("handshake-chaos")
 
@@ -73,12 +75,81 @@ def _controller_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentP
     parser.add_argument("--json", action="store_true", help="print the signal records as JSON at the end")
 
 
+def _release_options(parser: argparse.ArgumentParser, several: bool) -> None:
+    nargs = "+" if several else None
+    if several:
+        parser.add_argument("--uvicorn", nargs="+", required=True, help="uvicorn versions ('latest', or a wheel/dir)")
+        parser.add_argument("--ws", nargs="+", default=["wsproto", "websockets"], help="ws implementations")
+    else:
+        parser.add_argument("--uvicorn", default=None, help="uvicorn version, 'latest', or a wheel/source dir")
+        parser.add_argument("--ws", default="wsproto", help="ws implementation (default: wsproto)")
+        parser.add_argument("--target-python", default=None, help="use this interpreter's environment as it is")
+        parser.add_argument("--release", default=None, help="release name for labels and reports")
+    del nargs
+    parser.add_argument("--duration", default="60s", help="run time of each soak (default: 60s)")
+    parser.add_argument("--users", type=int, default=100, help="Locust users (default: 100)")
+    parser.add_argument("--spawn-rate", type=float, default=50.0, help="users started per second (default: 50)")
+    parser.add_argument("--app", default=None, help="your ASGI app (module:attr); the probe route is mounted beside it")
+    parser.add_argument("--report-dir", default=None, help="where reports go (default: reports/...)")
+    parser.add_argument("--metrics-port", type=int, default=9646, help="port of /metrics (default: 9646)")
+    parser.add_argument("--metrics-host", default="127.0.0.1", help="address of /metrics (default: 127.0.0.1)")
+    parser.add_argument("--gunicorn", default=None, help="pin gunicorn instead of the release's contemporary")
+    parser.add_argument("--ws-version", default=None, help="pin the ws library (websockets or wsproto)")
+    parser.add_argument("--constraint", default=None, help="pip constraints file for the environment")
+    parser.add_argument("--as-of", default=None, help="resolve dependencies as of this date instead")
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (default: 2)")
+    parser.add_argument("--hold-seconds", type=float, default=2.0, help="pending time of each handshake (default: 2)")
+    parser.add_argument("--term-interval", type=float, default=3.0, help="seconds between TERMs (default: 3)")
+    parser.add_argument("--term-jitter", type=float, default=1.0, help="random extra seconds (default: 1)")
+    parser.add_argument("--allow", default="", help="tolerated errors: SIGNATURE=N[,SIGNATURE=N]")
+    parser.add_argument(
+        "--http-rejection-is-error", action="store_true", help="HTTP rejections of caught handshakes fail"
+    )
+    parser.add_argument("--cache-dir", default=None, help="where release environments are kept")
+
+
+def _soak_config(args: argparse.Namespace, uvicorn: str | None, ws: str, report_dir: Path) -> SoakConfig:
+    return SoakConfig(
+        uvicorn=uvicorn,
+        ws=ws,
+        duration=parse_duration(args.duration),
+        users=args.users,
+        spawn_rate=args.spawn_rate,
+        report_dir=report_dir,
+        release=getattr(args, "release", None),
+        app=args.app,
+        target_python=getattr(args, "target_python", None),
+        gunicorn=args.gunicorn,
+        ws_version=args.ws_version,
+        constraint=args.constraint,
+        as_of=args.as_of,
+        metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host,
+        workers=args.workers,
+        hold_seconds=args.hold_seconds,
+        term_interval=args.term_interval,
+        term_jitter=args.term_jitter,
+        allow=args.allow,
+        http_rejection_is_error=args.http_rejection_is_error,
+        cache_dir=Path(args.cache_dir) if args.cache_dir else None,
+    )
+
+
+def run_soak_command(args: argparse.Namespace) -> int:
+    name = args.release or args.uvicorn or "current"
+    report_dir = Path(args.report_dir or f"reports/soak-{Path(name).name}-{args.ws}")
+    summary = run_soak(_soak_config(args, args.uvicorn, args.ws, report_dir))
+    return soak_exit_code(summary)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="handshake-chaos", description=__doc__)
     parser.add_argument("--version", action="version", version=f"handshake-chaos {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
     subparsers = parser.add_subparsers(dest="command", required=True)
     _controller_parser(subparsers)
+    soak = subparsers.add_parser("soak", help="pre-release soak test of one release; exits with the gate's code")
+    _release_options(soak, several=False)
     return parser
 
 
@@ -118,6 +189,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "controller":
             return run_controller(args)
+        if args.command == "soak":
+            return run_soak_command(args)
     except ChaosError as exc:
         print(f"handshake-chaos: {exc}", file=sys.stderr)
         return exc.exit_code

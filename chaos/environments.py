@@ -41,14 +41,29 @@ class ReleaseSpec:
     as_of: str | None = None
     gunicorn: str | None = None
     ws_version: str | None = None
+    ws_library: str = "websockets"
     constraint: str | None = None
     python: str = sys.executable
 
+    @property
+    def local_source(self) -> Path | None:
+        """A wheel or source directory of uvicorn (an unreleased commit, a release candidate)."""
+        if "/" in self.uvicorn or self.uvicorn.endswith(".whl"):
+            return Path(self.uvicorn).expanduser().resolve()
+        return None
+
     def validate(self) -> None:
-        if self.uvicorn != "latest":
+        local = self.local_source
+        if local is not None:
+            if not (local.is_dir() and ((local / "pyproject.toml").is_file() or (local / "setup.py").is_file())):
+                if not (local.is_file() and local.suffix == ".whl"):
+                    raise UsageError(f"--uvicorn {self.uvicorn}: not a uvicorn wheel or source directory")
+        elif self.uvicorn != "latest":
             parse_version(self.uvicorn, "--uvicorn")
         if self.gunicorn is not None:
             parse_version(self.gunicorn, "--gunicorn")
+        if self.ws_version is not None:
+            parse_version(self.ws_version, "--ws-version")
         if self.as_of is not None:
             parse_as_of(self.as_of)
         if self.constraint is not None and not Path(self.constraint).is_file():
@@ -114,6 +129,11 @@ def published_versions(package: str) -> dict[str, datetime]:
 
 def resolve_release(spec: ReleaseSpec) -> tuple[str, datetime]:
     """The exact uvicorn version and the moment its dependencies are resolved at."""
+    local = spec.local_source
+    if local is not None:
+        # Unreleased code: its dependencies as of now (or --as-of).
+        as_of = parse_as_of(spec.as_of) if spec.as_of else datetime.now(timezone.utc).replace(microsecond=0)
+        return _local_version(local), as_of
     versions = published_versions("uvicorn")
     if spec.uvicorn == "latest":
         stable = [v for v in versions if not Version(v).is_prerelease]
@@ -164,25 +184,32 @@ def build_environment(spec: ReleaseSpec, cache_dir: Path | None = None) -> Relea
     spec.validate()
     version, as_of = resolve_release(spec)
     as_of_text = as_of.strftime("%Y-%m-%dT%H:%M:%SZ")
-    requirements = [f"uvicorn=={version}"]
+    local = spec.local_source
+    requirements = [str(local) if local is not None else f"uvicorn=={version}"]
     for companion in _COMPANIONS:
         if companion == "gunicorn" and spec.gunicorn:
             requirements.append(f"gunicorn=={spec.gunicorn}")
-        elif companion in ("wsproto", "websockets") and spec.ws_version:
-            requirements.append(f"{companion}{_pin(spec.ws_version, companion)}")
+        elif companion == spec.ws_library and spec.ws_version:
+            requirements.append(f"{companion}=={spec.ws_version}")
         else:
             requirements.append(companion)
-    if Version(version) >= _UVICORN_WORKER_FROM:
+    if local is not None or Version(version) >= _UVICORN_WORKER_FROM:
         requirements.append("uvicorn-worker")
     python_version = _python_version(spec.python)
     constraint_text = Path(spec.constraint).read_text() if spec.constraint else ""
     key_source = json.dumps(
-        {"requirements": requirements, "as_of": as_of_text, "python": python_version, "constraint": constraint_text},
+        {
+            "requirements": requirements,
+            "as_of": as_of_text,
+            "python": python_version,
+            "constraint": constraint_text,
+            "source": _source_fingerprint(local) if local is not None else None,
+        },
         sort_keys=True,
     )
     key = hashlib.sha256(key_source.encode()).hexdigest()[:12]
     cache = cache_dir or default_cache_dir()
-    path = cache / f"uvicorn-{version}-py{python_version}-{key}"
+    path = cache / f"uvicorn-{version.replace('/', '_')}-py{python_version}-{key}"
     manifest = path / "handshake-chaos-env.json"
     if manifest.is_file():
         return ReleaseEnvironment(path, version, as_of_text, reused=True)
@@ -207,8 +234,25 @@ def build_environment(spec: ReleaseSpec, cache_dir: Path | None = None) -> Relea
     return ReleaseEnvironment(path, version, as_of_text, reused=False)
 
 
-def _pin(version: str, package: str) -> str:
-    return f"=={version}" if package == "websockets" else ""
+def _local_version(source: Path) -> str:
+    """A label for local code: the wheel's version, else the source directory's name."""
+    if source.suffix == ".whl":
+        parts = source.name.split("-")
+        return f"local-{parts[1]}" if len(parts) > 1 else "local"
+    return f"local-{source.name}"
+
+
+def _source_fingerprint(source: Path) -> str:
+    """Changes whenever the code does, so an edited checkout is rebuilt, an unchanged one reused."""
+    digest = hashlib.sha256()
+    if source.is_file():
+        digest.update(source.read_bytes())
+        return digest.hexdigest()
+    for path in sorted(source.rglob("*")):
+        if path.is_file() and ".git" not in path.parts and "__pycache__" not in path.parts:
+            stat = path.stat()
+            digest.update(f"{path.relative_to(source)}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()
 
 
 def _python_version(python: str) -> str:

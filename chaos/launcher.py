@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 TARGET_SIDE_DIR = Path(__file__).resolve().parent / "target_side"
 PROBE_APP = "handshake_chaos_probe:app"
+MOUNTED_APP = "handshake_chaos_mount:app"
 WORKER_CLASS = "handshake_chaos_worker.ChaosUvicornWorker"
 WS_IMPLEMENTATIONS = ("auto", "wsproto", "websockets", "websockets-sansio")
 WORKER_BASES = ("auto", "uvicorn_worker", "uvicorn.workers")
@@ -161,16 +162,22 @@ class Target:
         pythonpath = [str(TARGET_SIDE_DIR), *config.app_path]
         if os.environ.get("PYTHONPATH"):
             pythonpath.append(os.environ["PYTHONPATH"])
+        app = config.app
+        extra_env = dict(config.env)
+        if app != PROBE_APP:
+            # The user's app, with the probe route mounted beside it.
+            extra_env["HANDSHAKE_CHAOS_USER_APP"] = app
+            app = MOUNTED_APP
         env = {
             **os.environ,
-            **config.env,
+            **extra_env,
             "PYTHONPATH": os.pathsep.join(pythonpath),
             "HANDSHAKE_CHAOS_WS": config.ws,
             "HANDSHAKE_CHAOS_WORKER_BASE": self.worker_base(),
             "PYTHONUNBUFFERED": "1",
         }
         command = [
-            config.python, "-m", "gunicorn", config.app,
+            config.python, "-m", "gunicorn", app,
             "--worker-class", WORKER_CLASS,
             "--workers", str(config.workers),
             "--bind", f"fd://{sock.fileno()}",
