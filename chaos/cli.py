@@ -15,6 +15,8 @@ from chaos import __version__
 from chaos.controller import SIGNALS, ControllerConfig, RollingTermController
 from chaos.durations import parse_duration
 from chaos.errors import ChaosError
+from chaos.matrix import MatrixConfig, run_matrix
+from chaos.matrixreport import terminal
 from chaos.processes import GunicornMaster, read_pidfile
 from chaos.soak import SoakConfig, run_soak, soak_exit_code
 
@@ -76,7 +78,6 @@ def _controller_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentP
 
 
 def _release_options(parser: argparse.ArgumentParser, several: bool) -> None:
-    nargs = "+" if several else None
     if several:
         parser.add_argument("--uvicorn", nargs="+", required=True, help="uvicorn versions ('latest', or a wheel/dir)")
         parser.add_argument("--ws", nargs="+", default=["wsproto", "websockets"], help="ws implementations")
@@ -85,7 +86,6 @@ def _release_options(parser: argparse.ArgumentParser, several: bool) -> None:
         parser.add_argument("--ws", default="wsproto", help="ws implementation (default: wsproto)")
         parser.add_argument("--target-python", default=None, help="use this interpreter's environment as it is")
         parser.add_argument("--release", default=None, help="release name for labels and reports")
-    del nargs
     parser.add_argument("--duration", default="60s", help="run time of each soak (default: 60s)")
     parser.add_argument("--users", type=int, default=100, help="Locust users (default: 100)")
     parser.add_argument("--spawn-rate", type=float, default=50.0, help="users started per second (default: 50)")
@@ -142,6 +142,23 @@ def run_soak_command(args: argparse.Namespace) -> int:
     return soak_exit_code(summary)
 
 
+def run_matrix_command(args: argparse.Namespace) -> int:
+    report_dir = Path(args.report_dir or "reports/matrix")
+    template = _soak_config(args, None, args.ws[0], report_dir)
+    config = MatrixConfig(
+        releases=tuple(args.uvicorn),
+        ws=tuple(args.ws),
+        soak=template,
+        report_dir=report_dir,
+        expect_fail=tuple(args.expect_fail or ()),
+        baseline_release=args.baseline_release,
+    )
+    result = run_matrix(config)
+    print(terminal(result))
+    print(f"report: {report_dir}/matrix.md, matrix.json, matrix.html")
+    return int(result["exit_code"])
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="handshake-chaos", description=__doc__)
     parser.add_argument("--version", action="version", version=f"handshake-chaos {__version__}")
@@ -150,6 +167,10 @@ def build_parser() -> argparse.ArgumentParser:
     _controller_parser(subparsers)
     soak = subparsers.add_parser("soak", help="pre-release soak test of one release; exits with the gate's code")
     _release_options(soak, several=False)
+    matrix = subparsers.add_parser("matrix", help="soaks over several releases and ws implementations, side by side")
+    _release_options(matrix, several=True)
+    matrix.add_argument("--expect-fail", nargs="*", help="cells expected to fail: RELEASE or RELEASE:WS")
+    matrix.add_argument("--baseline-release", default=None, help="fail other releases only on signatures it lacks")
     return parser
 
 
@@ -191,6 +212,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_controller(args)
         if args.command == "soak":
             return run_soak_command(args)
+        if args.command == "matrix":
+            return run_matrix_command(args)
     except ChaosError as exc:
         print(f"handshake-chaos: {exc}", file=sys.stderr)
         return exc.exit_code
