@@ -1,0 +1,156 @@
+"""``handshake-chaos soak`` and ``matrix`` as CI runs them: real releases, real exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from chaos.matrix import _judge_expectations, matrix_exit_code
+
+CLI = [sys.executable, "-m", "chaos"]
+FAST = ["--hold-seconds", "1", "--term-interval", "1", "--term-jitter", "0.5", "--metrics-port", "0"]
+
+
+def _run(args: list[str], cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLI, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+def _signatures(summary: dict) -> dict[str, int]:
+    return {row["signature"]: row["count"] for row in summary["errors"]}
+
+
+def test_soak_0_19_0_wsproto_fails_on_596(tmp_path, release_cache):
+    report = tmp_path / "report"
+    done = _run(
+        ["soak", "--uvicorn", "0.19.0", "--ws", "wsproto", "--duration", "12s", "--users", "30"]
+        + [*FAST, "--report-dir", str(report), "--cache-dir", str(release_cache)],
+        tmp_path,
+    )
+    assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
+    summary = json.loads((report / "summary.json").read_text())
+    assert summary["release"] == "0.19.0" and summary["ws"] == "wsproto"
+    assert summary["gate"] == summary["gate"] | {"verdict": "fail", "exit_code": 1}
+    assert _signatures(summary).get("uvicorn_596_wsproto_close_during_handshake", 0) > 0
+    assert summary["versions"]["gunicorn"] == "20.1.0"
+    for name in ("report.md", "locust_stats.csv", "locust.html", "server/gunicorn-error.log"):
+        assert (report / name).is_file(), name
+    assert "uvicorn_596_wsproto_close_during_handshake" in (report / "report.md").read_text()
+    assert "elapsed" in done.stderr  # progress while it ran
+
+
+def test_soak_0_20_0_wsproto_has_none_of_596(tmp_path, release_cache):
+    report = tmp_path / "report"
+    done = _run(
+        ["soak", "--uvicorn", "0.20.0", "--ws", "wsproto", "--duration", "10s", "--users", "30"]
+        + [*FAST, "--report-dir", str(report), "--cache-dir", str(release_cache)],
+        tmp_path,
+    )
+    assert done.returncode in (0, 1), done.stderr[-2000:]
+    summary = json.loads((report / "summary.json").read_text())
+    assert "uvicorn_596_wsproto_close_during_handshake" not in _signatures(summary)
+    assert summary["signals"]["landed_with_pending"] >= 1
+
+
+def test_soak_with_nothing_pending_is_inconclusive(tmp_path):
+    report = tmp_path / "report"
+    done = _run(
+        ["soak", "--target-python", sys.executable, "--ws", "auto", "--duration", "6s", "--users", "5"]
+        + [*FAST, "--hold-seconds", "0", "--report-dir", str(report)],
+        tmp_path,
+    )
+    summary = json.loads((report / "summary.json").read_text())
+    assert done.returncode == 3, summary["gate"]
+    assert summary["gate"]["verdict"] == "inconclusive" and summary["signals"]["sent"] >= 1
+
+
+def test_soak_of_your_own_app_with_the_probe_mounted(tmp_path):
+    (tmp_path / "myservice.py").write_text(
+        "async def app(scope, receive, send):\n"
+        "    if scope['type'] == 'lifespan':\n"
+        "        while True:\n"
+        "            message = await receive()\n"
+        "            await send({'type': message['type'] + '.complete'})\n"
+        "            if message['type'] == 'lifespan.shutdown':\n"
+        "                return\n"
+    )
+    report = tmp_path / "report"
+    done = _run(
+        ["soak", "--target-python", sys.executable, "--ws", "wsproto", "--app", "myservice:app", "--duration", "8s"]
+        + ["--users", "20", "--release", "myservice-1.2", *FAST, "--report-dir", str(report)],
+        tmp_path,
+    )
+    summary = json.loads((report / "summary.json").read_text())
+    assert done.returncode in (0, 1), summary["gate"]
+    assert summary["release"] == "myservice-1.2"
+    assert summary["outcomes"].get("accepted", 0) > 0 and summary["signals"]["landed_with_pending"] >= 1
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["--uvicorn", "99.0.0"], 4, "not on the package index"),
+        (["--uvicorn", "0.x"], 2, "not a version"),
+        (["--ws", "tornado"], 2, "unknown implementation"),
+        (["--duration", "soon"], 2, "bad duration"),
+        (["--uvicorn", "0.19.0", "--ws", "websockets-sansio"], 2, "has no ws implementation"),
+    ],
+)
+def test_soak_bad_input(tmp_path, release_cache, args, code, message):
+    done = _run(["soak", *args, "--report-dir", str(tmp_path / "r"), "--cache-dir", str(release_cache)], tmp_path)
+    assert done.returncode == code, done.stderr
+    assert "Traceback" not in done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("handshake-chaos:")]
+    assert len(errors) == 1 and message in errors[0], done.stderr
+
+
+def test_matrix_over_two_releases_agrees_with_its_soaks(tmp_path, release_cache):
+    report = tmp_path / "matrix"
+    done = _run(
+        ["matrix", "--uvicorn", "0.19.0", "0.20.0", "--ws", "wsproto", "websockets-sansio", "--duration", "8s"]
+        + ["--users", "25", *FAST, "--report-dir", str(report), "--cache-dir", str(release_cache)],
+        tmp_path,
+        timeout=400,
+    )
+    assert done.returncode == 1, done.stdout[-3000:]
+    for name in ("matrix.json", "matrix.md", "matrix.html", "matrix.txt"):
+        assert (report / name).is_file()
+    result = json.loads((report / "matrix.json").read_text())
+    ran = [cell for cell in result["cells"] if cell["status"] == "ran"]
+    skipped = [cell for cell in result["cells"] if cell["status"] == "skipped"]
+    assert [(c["release"], c["ws"]) for c in ran] == [("0.19.0", "wsproto"), ("0.20.0", "wsproto")]
+    assert len(skipped) == 2 and all("websockets-sansio" in c["reason"] for c in skipped)
+    markdown = (report / "matrix.md").read_text()
+    for cell in ran:
+        summary = json.loads((report / f"{cell['release']}-{cell['ws']}" / "summary.json").read_text())
+        assert cell["verdict"] == summary["gate"]["verdict"]
+        assert cell["errors"] == {f"{r['side']}:{r['signature']}": r["count"] for r in summary["errors"]}
+        for signature, count in _signatures(summary).items():
+            assert f"{signature} {count}" in markdown
+    assert "<table>" in (report / "matrix.html").read_text()
+    assert "0.19.0" in done.stdout and "skipped" in done.stdout
+
+
+def _cell(release: str, ws: str, verdict: str, errors: dict[str, int]) -> dict:
+    return {"uvicorn": release, "release": release, "ws": ws, "status": "ran", "verdict": verdict, "errors": errors}
+
+
+class _Config:
+    def __init__(self, expect_fail=(), baseline_release=None):
+        self.expect_fail = expect_fail
+        self.baseline_release = baseline_release
+
+
+def test_expected_failures_and_baselines():
+    cells = [_cell("0.19.0", "wsproto", "fail", {"server:a": 3}), _cell("0.20.0", "wsproto", "pass", {})]
+    _judge_expectations(cells, _Config(expect_fail=("0.19.0:wsproto",)))
+    assert matrix_exit_code(cells) == 0
+    cells = [_cell("0.19.0", "wsproto", "fail", {"server:a": 3}), _cell("rc", "wsproto", "fail", {"server:a": 1})]
+    _judge_expectations(cells, _Config(baseline_release="0.19.0"))
+    assert matrix_exit_code(cells) == 0  # no signature the baseline lacked
+    cells = [_cell("0.19.0", "wsproto", "fail", {"server:a": 3}), _cell("rc", "wsproto", "fail", {"client:b": 1})]
+    _judge_expectations(cells, _Config(baseline_release="0.19.0"))
+    assert matrix_exit_code(cells) == 1 and cells[1]["new_signatures"] == ["client:b"]
