@@ -1,0 +1,264 @@
+"""The Grafana dashboard, as code: the one source of ``dashboards/handshake-chaos.json``.
+
+    python -m chaos.dashboard > dashboards/handshake-chaos.json
+
+A test regenerates it and compares, so the JSON never drifts from this file. Every
+query filters on ``$release`` and ``$ws``, every ``rate()`` uses ``$__rate_interval``,
+every panel uses ``${datasource}``, and file provisioning needs no ``__inputs``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+UID = "handshake-chaos"
+TITLE = "handshake-chaos: handshake-time shutdown errors"
+DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
+SELECTOR = 'release=~"$release", ws=~"$ws"'
+
+
+def _target(expr: str, legend: str = "", instant: bool = False, table: bool = False, ref: str = "A") -> dict[str, Any]:
+    target: dict[str, Any] = {"datasource": DATASOURCE, "expr": expr, "refId": ref, "legendFormat": legend or "__auto"}
+    if instant:
+        target["instant"] = True
+        target["range"] = False
+    if table:
+        target["format"] = "table"
+    return target
+
+
+def _panel(
+    panel_id: int, title: str, kind: str, grid: tuple[int, int, int, int], targets: list[dict[str, Any]], **extra: Any
+) -> dict[str, Any]:
+    x, y, w, h = grid
+    panel: dict[str, Any] = {
+        "id": panel_id,
+        "title": title,
+        "type": kind,
+        "datasource": DATASOURCE,
+        "gridPos": {"x": x, "y": y, "w": w, "h": h},
+        "targets": targets,
+    }
+    panel.update(extra)
+    return panel
+
+
+def _variable(name: str, label: str, query: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "label": label,
+        "type": "query",
+        "datasource": DATASOURCE,
+        "query": {"query": query, "refId": f"{name}-values"},
+        "definition": query,
+        "refresh": 2,
+        "multi": True,
+        "includeAll": True,
+        "allValue": ".*",
+        "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
+        "sort": 1,
+    }
+
+
+def panels() -> list[dict[str, Any]]:
+    errors = f"handshake_chaos_shutdown_errors_total{{{SELECTOR}}}"
+    return [
+        _panel(
+            1,
+            "Handshake-time shutdown errors by release and signature (time range)",
+            "table",
+            (0, 0, 14, 9),
+            [
+                _target(
+                    f"sum by (release, ws, side, signature) (increase({errors}[$__range])) > 0",
+                    instant=True,
+                    table=True,
+                )
+            ],
+            transformations=[{"id": "organize", "options": {"excludeByName": {"Time": True}}}],
+            description="The headline: every handshake-time shutdown error counted, per release, side and signature.",
+        ),
+        _panel(
+            2,
+            "What is under test",
+            "table",
+            (14, 0, 10, 9),
+            [
+                _target(
+                    f"max by (release, ws, uvicorn, gunicorn, python, websockets, wsproto, h11, worker_class) "
+                    f"(handshake_chaos_target_info{{{SELECTOR}}})",
+                    instant=True,
+                    table=True,
+                )
+            ],
+            transformations=[{"id": "organize", "options": {"excludeByName": {"Time": True, "Value": True}}}],
+        ),
+        _panel(
+            3,
+            "Shutdown errors per second by release and signature",
+            "timeseries",
+            (0, 9, 24, 9),
+            [_target(f"sum by (release, signature) (rate({errors}[$__rate_interval]))", "{{release}} {{signature}}")],
+            fieldConfig={"defaults": {"unit": "ops"}, "overrides": []},
+        ),
+        _panel(
+            4,
+            "Handshake outcomes per second by release",
+            "timeseries",
+            (0, 18, 12, 9),
+            [
+                _target(
+                    f"sum by (release, outcome) "
+                    f"(rate(handshake_chaos_handshakes_total{{{SELECTOR}}}[$__rate_interval]))",
+                    "{{release}} {{outcome}}",
+                )
+            ],
+            fieldConfig={"defaults": {"unit": "reqps"}, "overrides": []},
+        ),
+        _panel(
+            5,
+            "Pending handshakes now",
+            "timeseries",
+            (12, 18, 12, 9),
+            [_target(f"sum by (release, ws) (handshake_chaos_pending_handshakes{{{SELECTOR}}})", "{{release}} {{ws}}")],
+        ),
+        _panel(
+            6,
+            "Signals sent per minute",
+            "timeseries",
+            (0, 27, 8, 8),
+            [
+                _target(
+                    f"60 * sum by (release, signal, role) "
+                    f"(rate(handshake_chaos_signals_total{{{SELECTOR}}}[$__rate_interval]))",
+                    "{{release}} {{signal}} to {{role}}",
+                ),
+                _target(
+                    f"60 * sum by (release, signal, role) "
+                    f"(rate(handshake_chaos_signals_landed_with_pending_total{{{SELECTOR}}}[$__rate_interval]))",
+                    "{{release}} {{signal}} with pending",
+                    ref="B",
+                ),
+            ],
+        ),
+        _panel(
+            7,
+            "Exposure: pending handshakes held at each TERM",
+            "timeseries",
+            (8, 27, 8, 8),
+            [
+                _target(
+                    f"sum by (release) (rate(handshake_chaos_term_exposure_handshakes_sum{{{SELECTOR}}}"
+                    f"[$__rate_interval])) / sum by (release) "
+                    f"(rate(handshake_chaos_term_exposure_handshakes_count{{{SELECTOR}}}[$__rate_interval]))",
+                    "{{release}} mean",
+                ),
+                _target(
+                    f"histogram_quantile(0.95, sum by (release, le) "
+                    f"(rate(handshake_chaos_term_exposure_handshakes_bucket{{{SELECTOR}}}[$__rate_interval])))",
+                    "{{release}} p95",
+                    ref="B",
+                ),
+            ],
+        ),
+        _panel(
+            8,
+            "Worker replacement time",
+            "timeseries",
+            (16, 27, 8, 8),
+            [
+                _target(
+                    f"histogram_quantile(0.5, sum by (release, le) "
+                    f"(rate(handshake_chaos_worker_replacement_seconds_bucket{{{SELECTOR}}}[$__rate_interval])))",
+                    "{{release}} p50",
+                ),
+                _target(
+                    f"histogram_quantile(0.95, sum by (release, le) "
+                    f"(rate(handshake_chaos_worker_replacement_seconds_bucket{{{SELECTOR}}}[$__rate_interval])))",
+                    "{{release}} p95",
+                    ref="B",
+                ),
+            ],
+            fieldConfig={"defaults": {"unit": "s"}, "overrides": []},
+        ),
+        _panel(
+            9,
+            "How signalled workers exited (time range)",
+            "barchart",
+            (0, 35, 24, 8),
+            [
+                _target(
+                    f"sum by (release, kind) "
+                    f"(increase(handshake_chaos_worker_exits_total{{{SELECTOR}}}[$__range])) > 0",
+                    "{{release}} {{kind}}",
+                    instant=True,
+                )
+            ],
+        ),
+    ]
+
+
+def annotation_queries() -> list[dict[str, Any]]:
+    return [
+        {
+            "builtIn": 1,
+            "datasource": {"type": "grafana", "uid": "-- Grafana --"},
+            "enable": True,
+            "hide": True,
+            "iconColor": "rgba(0, 211, 255, 1)",
+            "name": "Annotations & Alerts",
+            "type": "dashboard",
+        },
+        {
+            "name": "TERM signals",
+            "datasource": DATASOURCE,
+            "enable": True,
+            "iconColor": "orange",
+            "expr": f"sum by (release, role) (changes(handshake_chaos_signals_total{{{SELECTOR}}}[$__interval])) > 0",
+            "step": "$__interval",
+            "titleFormat": "TERM",
+            "textFormat": "{{release}}: TERM to a {{role}}",
+            "useValueForTime": False,
+        },
+    ]
+
+
+def dashboard() -> dict[str, Any]:
+    return {
+        "id": None,
+        "uid": UID,
+        "title": TITLE,
+        "description": "Websocket handshakes held pending while TERM rolls through gunicorn+uvicorn workers.",
+        "tags": ["handshake-chaos", "uvicorn", "gunicorn", "websocket"],
+        "timezone": "browser",
+        "schemaVersion": 39,
+        "version": 1,
+        "editable": True,
+        "refresh": "10s",
+        "time": {"from": "now-1h", "to": "now"},
+        "annotations": {"list": annotation_queries()},
+        "templating": {
+            "list": [
+                {
+                    "name": "datasource",
+                    "label": "Prometheus",
+                    "type": "datasource",
+                    "query": "prometheus",
+                    "current": {},
+                    "hide": 0,
+                },
+                _variable("release", "Release", "label_values(handshake_chaos_target_info, release)"),
+                _variable("ws", "ws", 'label_values(handshake_chaos_target_info{release=~"$release"}, ws)'),
+            ]
+        },
+        "panels": panels(),
+    }
+
+
+def render() -> str:
+    return json.dumps(dashboard(), indent=2, sort_keys=False) + "\n"
+
+
+if __name__ == "__main__":
+    print(render(), end="")

@@ -1,0 +1,160 @@
+"""The Grafana dashboard and the alert rules, proven against a real Prometheus scraping a real run."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import urllib.parse
+
+import pytest
+
+from chaos.dashboard import dashboard, render
+from chaos.environments import ReleaseSpec, build_environment
+from tests.conftest import ROOT, assert_gone, free_port, scrape, wait_until
+
+DASHBOARDS = ROOT / "dashboards"
+PROMETHEUS = shutil.which("prometheus")
+PROMTOOL = shutil.which("promtool")
+
+
+def _queries(board: dict) -> list[tuple[str, str]]:
+    """(where, PromQL) of every panel target and every Prometheus annotation."""
+    found = [(f"panel {p['id']} {p['title']} [{t['refId']}]", t["expr"]) for p in board["panels"] for t in p["targets"]]
+    found += [
+        (f"annotation {a['name']}", a["expr"])
+        for a in board["annotations"]["list"]
+        if a.get("datasource")
+        != {
+            "type": "grafana",
+            "uid": "-- Grafana --",
+        }
+    ]
+    return found
+
+
+def test_the_json_is_generated_from_the_code():
+    assert (DASHBOARDS / "handshake-chaos.json").read_text() == render(), "run: python -m chaos.dashboard > ..."
+
+
+def test_dashboard_structure_provisions_as_it_is():
+    board = json.loads((DASHBOARDS / "handshake-chaos.json").read_text())
+    text = json.dumps(board)
+    assert board["uid"] == "handshake-chaos" and board["id"] is None
+    assert "__inputs" not in board and "${DS_" not in text
+    variables = {v["name"]: v for v in board["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource" and variables["datasource"]["query"] == "prometheus"
+    assert variables["release"]["multi"] and "handshake_chaos" in variables["release"]["definition"]
+    assert "ws" in variables
+    for panel in board["panels"]:
+        assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, panel["title"]
+        for target in panel["targets"]:
+            assert target["datasource"]["uid"] == "${datasource}"
+    for where, expr in _queries(board):
+        for window in re.findall(r"\brate\([^\[]*\[([^\]]+)\]", expr):
+            assert window == "$__rate_interval", where
+        assert "$release" in expr and "$ws" in expr, where
+    titles = " ".join(p["title"] for p in board["panels"]).lower()
+    for subject in ("signature", "outcomes", "signals", "exposure", "replacement", "pending", "under test"):
+        assert subject in titles
+
+
+def test_promtool_accepts_config_and_rules():
+    assert PROMTOOL, "promtool is missing: scripts/test installs Debian's prometheus package"
+    for args in (
+        ["check", "config", "prometheus.yml"],
+        ["check", "rules", "alerts.yml"],
+        ["test", "rules", "alerts.test.yml"],
+    ):
+        done = subprocess.run([PROMTOOL, *args], cwd=DASHBOARDS, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "SUCCESS" in done.stdout + done.stderr
+
+
+def _query(prometheus_url: str, expr: str) -> list[dict]:
+    url = f"{prometheus_url}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+    answer = json.loads(scrape(url))
+    assert answer["status"] == "success", answer
+    return list(answer["data"]["result"])
+
+
+def _grouping(expr: str) -> set[str]:
+    groups = re.findall(r"by \(([^)]*)\)", expr)
+    return {label.strip() for label in groups[0].split(",")} - {"le"} if groups else set()
+
+
+@pytest.fixture
+def prometheus_scraping_a_real_run(tmp_path, release_cache):
+    """A real 0.19.0 run (it has errors to show) scraped every second by a real Prometheus."""
+    assert PROMETHEUS, "prometheus is missing: scripts/test installs Debian's prometheus package"
+    env = build_environment(ReleaseSpec("0.19.0"), release_cache)
+    metrics_port, prometheus_port = free_port(), free_port()
+    config = tmp_path / "prometheus.yml"
+    config.write_text(
+        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+        "scrape_configs:\n"
+        f"  - job_name: handshake-chaos\n    static_configs: [{{targets: ['127.0.0.1:{metrics_port}']}}]\n"
+    )
+    prometheus = subprocess.Popen(
+        [PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}"]
+        + [f"--web.listen-address=127.0.0.1:{prometheus_port}", "--log.level=warn"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    locust_command = [sys.executable, "-m", "locust", "-f", str(ROOT / "locustfiles" / "handshake.py"), "--headless"]
+    locust_command += ["-u", "40", "-r", "40", "-t", "90s", "--target-python", env.python, "--ws", "wsproto"]
+    locust_command += ["--hold-seconds", "1", "--keep-open-seconds", "0.5", "--term-interval", "1"]
+    locust_command += ["--metrics-port", str(metrics_port), "--chaos-report-json", str(tmp_path / "report.json")]
+    locust = subprocess.Popen(locust_command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{prometheus_port}"
+    try:
+        wait_until(lambda: _ready(url), 60, "prometheus ready")
+        yield url
+    finally:
+        locust.send_signal(signal.SIGINT)
+        locust.wait(timeout=120)
+        prometheus.terminate()
+        prometheus.wait(timeout=60)
+    assert_gone(json.loads((tmp_path / "report.json").read_text())["target"]["pids"])
+
+
+def _ready(url: str) -> bool:
+    try:
+        return "Ready" in scrape(f"{url}/-/ready")
+    except OSError:
+        return False
+
+
+def test_every_panel_query_returns_data_from_a_real_prometheus(prometheus_scraping_a_real_run):
+    url = prometheus_scraping_a_real_run
+    wait_until(
+        lambda: (
+            _query(url, "sum(handshake_chaos_shutdown_errors_total) > 0")
+            and _query(url, "sum(handshake_chaos_signals_landed_with_pending_total) > 1")
+            and _query(url, "count_over_time(handshake_chaos_signals_total[1m]) > 20")
+        ),
+        120,
+        "errors, two TERMs with pending handshakes and 20 scrapes in Prometheus",
+    )
+    board = dashboard()
+    release = re.escape("0.19.0").replace("\\", "\\\\")
+    series_counts = {}
+    for where, expr in _queries(board):
+        promql = (
+            expr.replace("$__rate_interval", "20s")
+            .replace("$__interval", "10s")
+            .replace("$__range", "10m")
+            .replace("$release", release)
+            .replace("$ws", "wsproto")
+        )
+        result = _query(url, promql)
+        assert result, f"{where} returned no data: {promql}"
+        for series in result:
+            assert _grouping(expr) <= set(series["metric"]), (where, series["metric"])
+            if "release" in _grouping(expr):
+                assert series["metric"]["release"] == "0.19.0"
+        series_counts[where] = len(result)
+    print("series per query:", json.dumps(series_counts, indent=1))
