@@ -217,4 +217,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ChaosError as exc:
         print(f"handshake-chaos: {exc}", file=sys.stderr)
         return exc.exit_code
+    except KeyboardInterrupt:
+        # Before a run started (a run stops gracefully and reports on its own).
+        print("handshake-chaos: interrupted", file=sys.stderr)
+        return 130
     return 2

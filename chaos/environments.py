@@ -281,16 +281,16 @@ def _run_uv(arguments: list[str], version: str) -> None:
 
 
 def _freeze(env: Path) -> dict[str, str]:
+    """Installed distributions and versions (local wheels and checkouts included)."""
     result = subprocess.run(
-        [_uv(), "pip", "freeze", "--python", str(env / "bin" / "python")],
+        [_uv(), "pip", "list", "--format", "json", "--python", str(env / "bin" / "python")],
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
     )
-    installed = {}
-    for line in result.stdout.splitlines():
-        name, _, version = line.partition("==")
-        if version:
-            installed[name.lower()] = version
-    return installed
+    try:
+        packages = json.loads(result.stdout or "[]")
+    except ValueError:
+        return {}
+    return {str(p["name"]).lower(): str(p["version"]) for p in packages if "name" in p and "version" in p}

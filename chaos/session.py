@@ -7,6 +7,7 @@ those are greenlets, and their sleeps yield to the users.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import random
@@ -215,6 +216,16 @@ class ChaosSession:
         thread.start()
         self._threads.append(thread)
         return thread
+
+    def update_controller_options(self, options: ChaosOptions) -> None:
+        """New interval, jitter, min-alive and dry-run for the next controller start."""
+        self.options = dataclasses.replace(
+            self.options,
+            term_interval=options.term_interval,
+            term_jitter=options.term_jitter,
+            min_alive=options.min_alive,
+            dry_run=options.dry_run,
+        )
 
     def start_controller(self) -> None:
         if self.master is None or self._controller_thread is not None:

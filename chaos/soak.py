@@ -148,13 +148,14 @@ def run_soak(config: SoakConfig, quiet: bool = False) -> dict[str, Any]:
     (report / "command.txt").write_text(" ".join(command) + "\n")
     started = time.monotonic()
     with open(report / "locust.log", "w") as output:
-        locust = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        # Its own session: a Ctrl-C in the terminal reaches only us, and we forward one.
+        locust = subprocess.Popen(
+            command, stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        )
         try:
             _watch(locust, config, started, quiet)
         except KeyboardInterrupt:
-            # Locust got the same Ctrl-C (same process group): let it stop and write its report.
-            locust.send_signal(signal.SIGINT)
-            locust.wait(timeout=120)
+            _stop_gracefully(locust)
     summary_path = report / "summary.json"
     if not summary_path.is_file():
         failed = _error_summary(config, prepared, locust.returncode, report / "locust.log")
@@ -171,6 +172,21 @@ def run_soak(config: SoakConfig, quiet: bool = False) -> dict[str, Any]:
         print(format_summary(summary), flush=True)
         print(f"report: {report}/", flush=True)
     return summary
+
+
+def _stop_gracefully(locust: subprocess.Popen[bytes]) -> None:
+    """Ctrl-C: Locust stops users, the deployment and writes its summary; nothing is lost."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the report short
+    try:
+        print("stopping: waiting for Locust to write its report...", file=sys.stderr, flush=True)
+        locust.send_signal(signal.SIGINT)
+        try:
+            locust.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            locust.kill()
+            locust.wait()
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _watch(locust: subprocess.Popen[bytes], config: SoakConfig, started: float, quiet: bool) -> None:

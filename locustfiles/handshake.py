@@ -59,11 +59,16 @@ def _add_options(parser):  # type: ignore[no-untyped-def]
         default = getattr(_DEFAULTS, dest)
         env_var = "HANDSHAKE_CHAOS_" + dest.upper()
         if kind is bool:
-            group.add_argument(flag, dest=dest, action="store_true", default=default, env_var=env_var, help=help_text)
+            action = group.add_argument(
+                flag, dest=dest, action="store_true", default=default, env_var=env_var, help=help_text
+            )
         else:
-            group.add_argument(
+            action = group.add_argument(
                 flag, dest=dest, type=kind, default=default, env_var=env_var, help=f"{help_text} (default: {default})"
             )
+        # A group's add_argument is argparse's own, not Locust's: mark the action for the web UI here.
+        action.include_in_web_ui = True
+        action.is_secret = action.is_required = action.is_multiple = False
 
     option("--hold-seconds", "hold_seconds", float, "how long the probe app keeps each handshake pending")
     option("--hold-jitter", "hold_jitter", float, "spread of each hold time, as a fraction of it")
@@ -202,6 +207,17 @@ def _environment() -> Any:
 
 @events.test_start.add_listener
 def _on_test_start(environment, **_kwargs):  # type: ignore[no-untyped-def]
+    # The web UI may have changed the options since start-up: load and controller
+    # settings take effect now (the deployment itself is already running).
+    try:
+        options = _options_from(environment.parsed_options)
+        options.validate(host=environment.host or None)
+    except ChaosError as exc:
+        log.error("handshake-chaos: %s (keeping the previous options)", exc)
+    else:
+        _State.options = options
+        if _State.session is not None:
+            _State.session.update_controller_options(options)
     if _State.session is not None and isinstance(environment.runner, (LocalRunner, MasterRunner)):
         _State.session.start_controller()
 

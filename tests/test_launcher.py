@@ -68,3 +68,10 @@ def test_probe_health_route(start_target):
     with urllib.request.urlopen(f"http://127.0.0.1:{target.port}/healthz", timeout=5) as response:
         assert response.status == 200
         assert b'"pid"' in response.read()
+
+
+@pytest.mark.parametrize("worker_base", ["uvicorn_worker", "uvicorn.workers"])
+def test_both_worker_classes(start_target, worker_base):
+    target = start_target(workers=1, ws="wsproto", worker_base=worker_base)
+    assert target.worker_base() == worker_base
+    assert hold_handshake(f"{target.url}/ws/probe?hold=0.1&keep=5", keep_open=0.1).outcome == ACCEPTED

@@ -97,3 +97,32 @@ def test_unknown_ws_implementation_exits_2_without_starting_anything(tmp_path):
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "ws implementation" in done.stderr
     assert {p.pid for p in psutil.Process(os.getpid()).children(recursive=True)} == before
+
+
+def test_options_show_in_the_web_ui_and_quitting_stops_everything(tmp_path):
+    from tests.conftest import free_port, scrape
+
+    web_port = free_port()
+    command = [sys.executable, "-m", "locust", "-f", str(ROOT / "locustfiles" / "handshake.py")]
+    command += ["--web-host", "127.0.0.1", "--web-port", str(web_port), "--metrics-port", "0"]
+    locust = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    pages: list[str] = []
+
+    def page_served() -> bool:
+        try:
+            pages.append(scrape(f"http://127.0.0.1:{web_port}/"))
+        except OSError:
+            return False
+        return True
+
+    try:
+        wait_until(page_served, 60, "the web UI")
+        started = [p.pid for p in psutil.Process(locust.pid).children(recursive=True)]
+        assert started, "the embedded deployment runs while the web UI waits"
+    finally:
+        locust.send_signal(signal.SIGINT)
+        _, stderr = locust.communicate(timeout=90)
+    for option in ("hold_seconds", "term_interval", "min_alive", "target_pidfile", "metrics_port"):
+        assert option in pages[-1], option
+    assert "Traceback" not in stderr
+    assert_gone(started)

@@ -92,3 +92,35 @@ def test_0_20_0_websockets_drops_pending_handshakes_on_the_wire(release_cache):
     assert summary["signals"]["landed_with_pending"] >= 1
     assert client.get("handshake_dropped", 0) >= 1, summary["errors"]
     assert summary["gate"]["exit_code"] == 1
+
+
+def test_an_unreachable_index_is_exit_4(release_cache, monkeypatch):
+    import socket
+
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    monkeypatch.setenv("UV_DEFAULT_INDEX", f"http://127.0.0.1:{port}/simple")
+    with pytest.raises(TargetError, match="cannot be reached") as caught:
+        build_environment(ReleaseSpec("0.20.0"), release_cache)
+    assert caught.value.exit_code == 4
+
+
+def test_a_local_wheel_is_a_release_candidate(tmp_path, release_cache):
+    import subprocess
+    import sys
+
+    from uv import find_uv_bin
+
+    # A wheel as a maintainer would build it; here, the released 0.20.0 wheel.
+    subprocess.run(
+        [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "uvicorn==0.20.0", "-d", str(tmp_path)],
+        check=True,
+        timeout=300,
+    )
+    wheel = next(tmp_path.glob("uvicorn-0.20.0-*.whl"))
+    env = build_environment(ReleaseSpec(str(wheel), as_of="2022-11-21"), release_cache)
+    assert env.uvicorn == "local-0.20.0" and env.installed()["uvicorn"] == "0.20.0"
+    assert env.installed()["gunicorn"] == "20.1.0"  # dependencies as of --as-of
+    assert build_environment(ReleaseSpec(str(wheel), as_of="2022-11-21"), release_cache).reused
+    assert find_uv_bin()

@@ -154,3 +154,43 @@ def test_expected_failures_and_baselines():
     cells = [_cell("0.19.0", "wsproto", "fail", {"server:a": 3}), _cell("rc", "wsproto", "fail", {"client:b": 1})]
     _judge_expectations(cells, _Config(baseline_release="0.19.0"))
     assert matrix_exit_code(cells) == 1 and cells[1]["new_signatures"] == ["client:b"]
+
+
+def test_ctrl_c_stops_the_soak_and_keeps_the_report(tmp_path):
+    import os
+    import signal
+
+    import psutil
+
+    from tests.conftest import assert_gone, wait_until
+
+    report = tmp_path / "report"
+    soak = subprocess.Popen(
+        [*CLI, "soak", "--target-python", sys.executable, "--ws", "auto", "--duration", "120s", "--users", "20"]
+        + [*FAST, "--report-dir", str(report)],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # a terminal of its own: we press Ctrl-C in it below
+    )
+    try:
+        wait_until(lambda: _signalled(report), 90, "a TERM")
+        started = [p.pid for p in psutil.Process(soak.pid).children(recursive=True)]
+        os.killpg(soak.pid, signal.SIGINT)  # what Ctrl-C does: the whole foreground group
+        _, stderr = soak.communicate(timeout=150)
+    finally:
+        if soak.poll() is None:
+            soak.kill()
+            soak.communicate()
+    assert "Traceback" not in stderr, stderr[-3000:]
+    summary = json.loads((report / "summary.json").read_text())
+    assert summary["signals"]["sent"] >= 1 and sum(summary["outcomes"].values()) > 0
+    assert soak.returncode == summary["gate"]["exit_code"]
+    assert (report / "report.md").is_file()
+    assert_gone(started)
+
+
+def _signalled(report: Path) -> bool:
+    log = report / "locust.log"
+    return log.is_file() and "sent TERM to worker" in log.read_text()
