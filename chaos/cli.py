@@ -12,12 +12,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from chaos import __version__
-from chaos.controller import SIGNALS, ControllerConfig, RollingTermController
+from chaos.controller import SIGNALS
 from chaos.durations import parse_duration
 from chaos.errors import ChaosError
 from chaos.matrix import MatrixConfig, run_matrix
 from chaos.matrixreport import terminal
 from chaos.processes import GunicornMaster, read_pidfile
+from chaos.session import ChaosOptions, ChaosSession
 from chaos.soak import SoakConfig, run_soak, soak_exit_code
 
 log = logging.getLogger("handshake-chaos")
@@ -75,6 +76,11 @@ def _controller_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentP
     parser.add_argument("--duration", default=None, help="stop after this long (e.g. 45s, 10m)")
     parser.add_argument("--dry-run", action="store_true", help="log what would be signalled, signal nothing")
     parser.add_argument("--json", action="store_true", help="print the signal records as JSON at the end")
+    parser.add_argument("--server-log", default=None, help="the deployment's error log, for server-side detection")
+    parser.add_argument("--release", default=None, help="release label (default: the deployment's uvicorn version)")
+    parser.add_argument("--ws", default="auto", help="ws label of the metrics (default: auto)")
+    parser.add_argument("--metrics-port", type=int, default=9646, help="port of /metrics (default: 9646; 0: any)")
+    parser.add_argument("--metrics-host", default="127.0.0.1", help="address of /metrics (default: 127.0.0.1)")
 
 
 def _release_options(parser: argparse.ArgumentParser, several: bool) -> None:
@@ -175,27 +181,43 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_controller(args: argparse.Namespace) -> int:
-    config = ControllerConfig(
-        interval=args.interval,
-        jitter=args.jitter,
+    duration = parse_duration(args.duration) if args.duration is not None else None
+    pid = args.pid if args.pid is not None else read_pidfile(args.pidfile)
+    master = GunicornMaster(pid)
+    listening = master.listen_address()
+    host = f"ws://{listening[0]}:{listening[1]}" if listening else "ws://127.0.0.1:0"
+    options = ChaosOptions(
+        term_interval=args.interval,
+        term_jitter=args.jitter,
         min_alive=args.min_alive,
         dry_run=args.dry_run,
-        signal_name=args.signal,
         max_signals=args.max_signals,
+        signal_name=args.signal,
+        target_pid=pid,
+        server_log=args.server_log,
+        release=args.release,
+        ws=args.ws,
+        metrics_host=args.metrics_host,
+        metrics_port=args.metrics_port,
     )
-    duration = parse_duration(args.duration) if args.duration is not None else None
-    master = GunicornMaster(args.pid if args.pid is not None else read_pidfile(args.pidfile))
-    config.validate(len(master.workers()))
+    options.controller_config().validate(len(master.workers()))
+    session = ChaosSession(options, host)
     stop = _Deadline(duration)
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, stop.set)
-    controller = RollingTermController(master, config)
-    state = controller.run(stop)
+    session.start()
+    try:
+        session.start_controller()
+        while not stop.wait(0.2) and not session.controller_finished():
+            pass
+    finally:
+        session.close()
+    summary = session.summary()
     if args.json:
-        print(json.dumps([record.as_dict() for record in state.records], indent=2))
+        print(json.dumps(summary["signals"]["records"], indent=2))
     print(
-        f"signals sent: {state.sent}, would-send (dry-run): {len(state.records) - state.sent}, "
-        f"skipped for min-alive: {state.skipped_min_alive}",
+        f"signals sent: {summary['signals']['sent']}, would-send (dry-run): {summary['signals']['dry_run']}, "
+        f"server-side errors: {sum(row['count'] for row in summary['errors'])}",
         file=sys.stderr,
     )
     return 0

@@ -102,6 +102,17 @@ class GunicornMaster:
     def process(self) -> psutil.Process:
         return self._process
 
+    def listen_address(self) -> tuple[str, int] | None:
+        """Where the master listens (its inherited socket), if it can be seen."""
+        try:
+            connections = self._process.net_connections(kind="tcp")
+        except psutil.Error:
+            return None
+        for conn in connections:
+            if conn.status == psutil.CONN_LISTEN and conn.laddr:
+                return conn.laddr.ip, conn.laddr.port
+        return None
+
 
 def heartbeat_ticked(pid: int) -> bool | None:
     """Whether a gunicorn worker has touched its heartbeat file since it was forked.

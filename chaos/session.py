@@ -27,7 +27,7 @@ from chaos import __version__
 from chaos.accounting import ClientRecorder, RunTotals
 from chaos.controller import ControllerConfig, ControllerState, RollingTermController, SignalRecord
 from chaos.detection import ServerDetector
-from chaos.errors import UsageError
+from chaos.errors import ChaosError, UsageError
 from chaos.exposure import Address, HandshakeLedger, worker_peers
 from chaos.gate import GatePolicy, GateResult, decide
 from chaos.launcher import Target, TargetConfig, read_versions
@@ -59,6 +59,8 @@ class ChaosOptions:
     term_jitter: float = 1.0
     min_alive: int = 1
     dry_run: bool = False
+    max_signals: int | None = None
+    signal_name: str = "TERM"
     target_pid: int | None = None
     target_pidfile: str | None = None
     server_log: str | None = None
@@ -101,7 +103,12 @@ class ChaosOptions:
 
     def controller_config(self) -> ControllerConfig:
         return ControllerConfig(
-            interval=self.term_interval, jitter=self.term_jitter, min_alive=self.min_alive, dry_run=self.dry_run
+            interval=self.term_interval,
+            jitter=self.term_jitter,
+            min_alive=self.min_alive,
+            dry_run=self.dry_run,
+            max_signals=self.max_signals,
+            signal_name=self.signal_name,
         )
 
     def target_config(self) -> TargetConfig:
@@ -240,6 +247,10 @@ class ChaosSession:
         self._stop_controller.clear()
         controller = self.controller
         self._controller_thread = self._spawn(lambda: _run(controller, self._stop_controller), "handshake-chaos-ctl")
+
+    def controller_finished(self) -> bool:
+        """The controller stopped on its own (max signals reached, or the master is gone)."""
+        return self._controller_thread is not None and not self._controller_thread.is_alive()
 
     def stop_controller(self) -> None:
         thread, self._controller_thread = self._controller_thread, None
@@ -395,6 +406,6 @@ def _versions_of(master: GunicornMaster) -> dict[str, Any]:
     """Versions as the external deployment's own interpreter reports them."""
     try:
         return read_versions(master.process().exe())
-    except (psutil.Error, Exception) as exc:  # best effort: the run goes on without them
+    except (psutil.Error, ChaosError) as exc:  # best effort: the run goes on without them
         log.warning("could not read the deployment's versions: %s", exc)
         return {}

@@ -22,6 +22,7 @@ from locust.exception import StopUser
 from locust.runners import LocalRunner, MasterRunner, WorkerRunner
 
 import dataclasses
+import functools
 import logging
 import random
 import sys
@@ -86,6 +87,7 @@ def _add_options(parser):  # type: ignore[no-untyped-def]
     option("--term-interval", "term_interval", float, "seconds between rolling TERMs")
     option("--term-jitter", "term_jitter", float, "random extra seconds added to each interval")
     option("--min-alive", "min_alive", int, "never signal when fewer workers than this would be left")
+    option("--max-signals", "max_signals", int, "stop rolling after this many signals")
     option("--dry-run", "dry_run", bool, "log the signals the controller would send, send none")
     option("--target-pid", "target_pid", int, "gunicorn master pid of the --host deployment, to roll its workers")
     option("--target-pidfile", "target_pidfile", str, "gunicorn pidfile of the --host deployment")
@@ -111,7 +113,10 @@ class _State:
 
 
 def _options_from(parsed: Any) -> ChaosOptions:
-    return ChaosOptions(**{f.name: getattr(parsed, f.name) for f in dataclasses.fields(ChaosOptions)})
+    # Options the controller CLI has but Locust does not (the signal to send) keep their defaults.
+    return ChaosOptions(
+        **{f.name: getattr(parsed, f.name) for f in dataclasses.fields(ChaosOptions) if hasattr(parsed, f.name)}
+    )
 
 
 @events.init.add_listener
@@ -132,7 +137,7 @@ def _on_init(environment, runner, **_kwargs):  # type: ignore[no-untyped-def]
             _State.session.close()
         sys.exit(exc.exit_code)
     if isinstance(runner, MasterRunner):
-        session.exposure_resolver = _broadcast_signal
+        session.exposure_resolver = functools.partial(_broadcast_signal, runner)
         runner.register_message(_EXPOSURE_MESSAGE, _on_exposure_message)
     else:
         _State.ledger = session.ledger
@@ -143,14 +148,11 @@ def _on_init(environment, runner, **_kwargs):  # type: ignore[no-untyped-def]
 # -- distributed mode -----------------------------------------------------------------
 
 
-def _broadcast_signal(record: SignalRecord, peers: frozenset[Address]) -> None:
-    """Master: tell every worker which connections the signalled worker held."""
-    if _State.session is None or record.dry_run:
-        return None
-    environment = _environment()
-    if environment is not None and environment.runner is not None:
+def _broadcast_signal(runner: MasterRunner, record: SignalRecord, peers: frozenset[Address]) -> None:
+    """Master: tell every worker which connections the signalled worker held; they answer."""
+    if not record.dry_run:
         data = {"id": record.id, "time": record.time, "peers": [list(peer) for peer in peers]}
-        environment.runner.send_message(_TERM_MESSAGE, data)
+        runner.send_message(_TERM_MESSAGE, data)
     return None
 
 
@@ -188,18 +190,6 @@ def _worker_report(client_id, data, **_kwargs):  # type: ignore[no-untyped-def]
     _State.worker_pending[client_id] = int(report.get("pending", 0))
     if session.metrics is not None:
         session.metrics.set_pending(sum(_State.worker_pending.values()))
-
-
-_ENVIRONMENT: list[Any] = []
-
-
-@events.init.add_listener
-def _remember_environment(environment, **_kwargs):  # type: ignore[no-untyped-def]
-    _ENVIRONMENT[:] = [environment]
-
-
-def _environment() -> Any:
-    return _ENVIRONMENT[0] if _ENVIRONMENT else None
 
 
 # -- the run's edges ------------------------------------------------------------------

@@ -44,7 +44,7 @@ def test_controller_command_rolls_a_real_deployment(start_target, tmp_path):
     pidfile = target.run_dir / "gunicorn.pid"
     done = subprocess.run(
         [*CLI, "controller", "--pidfile", str(pidfile), "--interval", "0.1", "--jitter", "0", "--max-signals", "2"]
-        + ["--json"],
+        + ["--json", "--metrics-port", "0"],
         capture_output=True,
         text=True,
         timeout=120,
@@ -81,3 +81,42 @@ def test_controller_dry_run_over_a_duration(start_target):
     records = json.loads(done.stdout)
     assert records and all(r["dry_run"] for r in records)
     assert [w.pid for w in target.master.workers()] == before
+
+
+def test_controller_command_serves_its_own_metrics(start_target):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from tests.conftest import free_port, scrape, wait_until
+
+    target = start_target(workers=2)
+    port = free_port()
+    controller = subprocess.Popen(
+        [*CLI, "controller", "--pid", str(target.master.pid), "--interval", "0.3", "--jitter", "0"]
+        + ["--duration", "60s", "--metrics-port", str(port), "--server-log", str(target.error_log)]
+        + ["--release", "prod-2026-11", "--ws", "wsproto"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    signals: list[float] = []
+
+    def counted_a_signal() -> bool:
+        try:
+            text = scrape(f"http://127.0.0.1:{port}/metrics")
+        except OSError:
+            return False
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == "handshake_chaos_signals_total" and sample.value >= 1:
+                    assert sample.labels["release"] == "prod-2026-11" and sample.labels["ws"] == "wsproto"
+                    signals.append(sample.value)
+        return bool(signals)
+
+    try:
+        wait_until(counted_a_signal, 30, "a TERM counted on the controller's /metrics")
+    finally:
+        controller.send_signal(__import__("signal").SIGTERM)  # its handler only sets a flag
+        _, stderr = controller.communicate(timeout=90)
+    assert controller.returncode == 0, stderr
+    assert "Traceback" not in stderr and "server-side errors: 0" in stderr
+    assert target.master.is_alive() and len(target.master.workers()) == 2
