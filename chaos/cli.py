@@ -17,8 +17,9 @@ from chaos.durations import parse_duration
 from chaos.errors import ChaosError
 from chaos.matrix import MatrixConfig, run_matrix
 from chaos.matrixreport import terminal
+from chaos.options import ChaosOptions
 from chaos.processes import GunicornMaster, read_pidfile
-from chaos.session import ChaosOptions, ChaosSession
+from chaos.session import ChaosSession
 from chaos.soak import SoakConfig, run_soak, soak_exit_code
 
 log = logging.getLogger("handshake-chaos")

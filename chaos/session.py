@@ -10,12 +10,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import random
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -25,119 +24,20 @@ from prometheus_client import CollectorRegistry
 
 from chaos import __version__
 from chaos.accounting import ClientRecorder, RunTotals
-from chaos.controller import ControllerConfig, ControllerState, RollingTermController, SignalRecord
+from chaos.controller import ControllerState, RollingTermController, SignalRecord
 from chaos.detection import ServerDetector
 from chaos.errors import ChaosError, UsageError
 from chaos.exposure import Address, HandshakeLedger, worker_peers
-from chaos.gate import GatePolicy, GateResult, decide
-from chaos.launcher import Target, TargetConfig, read_versions
+from chaos.gate import GateResult, decide
+from chaos.launcher import Target, read_versions
 from chaos.logfollow import FileTail
 from chaos.metrics import ChaosMetrics, serve, totals
+from chaos.options import ChaosOptions
 from chaos.processes import GunicornMaster, read_pidfile
 
 log = logging.getLogger(__name__)
 
 _LOG_POLL_SECONDS = 0.25
-
-
-@dataclass(frozen=True)
-class ChaosOptions:
-    hold_seconds: float = 2.0
-    hold_jitter: float = 0.5
-    keep_open_seconds: float = 1.0
-    ws_path: str = "/ws/probe"
-    connect_timeout: float = 5.0
-    handshake_timeout: float = 30.0
-    max_handshakes: int = 1_000_000
-    ws: str = "auto"
-    workers: int = 2
-    graceful_timeout: int = 10
-    target_python: str | None = None
-    app: str | None = None
-    run_dir: str | None = None
-    term_interval: float = 3.0
-    term_jitter: float = 1.0
-    min_alive: int = 1
-    dry_run: bool = False
-    max_signals: int | None = None
-    signal_name: str = "TERM"
-    target_pid: int | None = None
-    target_pidfile: str | None = None
-    server_log: str | None = None
-    release: str | None = None
-    metrics_host: str = "127.0.0.1"
-    metrics_port: int = 9646
-    gate: bool = False
-    http_rejection_is_error: bool = False
-    allow: str = ""
-    report_json: str | None = None
-
-    def validate(self, host: str | None) -> None:
-        if not 0 <= self.hold_seconds <= 60:
-            raise UsageError(f"hold time must be within 0..60 seconds, got {self.hold_seconds:g}")
-        if not 0 <= self.hold_jitter <= 1:
-            raise UsageError(f"hold jitter is a fraction within 0..1, got {self.hold_jitter:g}")
-        if self.keep_open_seconds < 0:
-            raise UsageError("keep-open time must not be negative")
-        if self.connect_timeout <= 0 or self.handshake_timeout <= 0:
-            raise UsageError("timeouts must be positive")
-        if self.max_handshakes < 1:
-            raise UsageError("max handshakes must be at least 1")
-        if not self.ws_path.startswith("/"):
-            raise UsageError(f"ws path must start with '/', got {self.ws_path!r}")
-        if self.target_pid is not None and self.target_pidfile is not None:
-            raise UsageError("give the target master as a pid or a pidfile, not both")
-        if host and urlsplit(host).scheme not in ("ws", "wss", "http", "https"):
-            raise UsageError(f"--host must be a ws:// or http:// URL, got {host!r}")
-        if not host and (self.target_pid is not None or self.target_pidfile is not None):
-            raise UsageError("a target master pid/pidfile needs --host pointing at that deployment")
-        if not 0 <= self.metrics_port <= 65535:
-            raise UsageError(f"metrics port out of range: {self.metrics_port}")
-        self.gate_policy()
-        self.controller_config().validate(None if host else self.workers)
-        if not host:
-            self.target_config().validate()
-
-    def gate_policy(self) -> GatePolicy:
-        return GatePolicy.parse(item for item in self.allow.split(",") if item.strip())
-
-    def controller_config(self) -> ControllerConfig:
-        return ControllerConfig(
-            interval=self.term_interval,
-            jitter=self.term_jitter,
-            min_alive=self.min_alive,
-            dry_run=self.dry_run,
-            max_signals=self.max_signals,
-            signal_name=self.signal_name,
-        )
-
-    def target_config(self) -> TargetConfig:
-        kwargs: dict[str, Any] = {"ws": self.ws, "workers": self.workers, "graceful_timeout": self.graceful_timeout}
-        if self.target_python:
-            kwargs["python"] = self.target_python
-        if self.app:
-            kwargs["app"] = self.app
-        if self.run_dir:
-            kwargs["run_dir"] = Path(self.run_dir)
-        return TargetConfig(**kwargs)
-
-
-def handshake_url(base: str, options: ChaosOptions, rng: random.Random | None = None) -> str:
-    """The URL each user opens: the probe route with its hold and keep-open times.
-
-    Each attempt's hold is drawn within ``hold_seconds * (1 +/- hold_jitter)``: users
-    started together otherwise move in lockstep, and a TERM that lands between two
-    waves finds nothing pending.
-    """
-    hold = options.hold_seconds
-    if options.hold_jitter and rng is not None:
-        hold *= rng.uniform(1 - options.hold_jitter, 1 + options.hold_jitter)
-    parts = urlsplit(base)
-    scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
-    # The server keeps the connection longer than the client, so a clean run ends with
-    # the client's own close and any server-initiated close stands out.
-    server_keep = options.keep_open_seconds + 5
-    return f"{scheme}://{parts.netloc}{options.ws_path}?hold={hold:.3f}&keep={server_keep:g}"
 
 
 ExposureResolver = Callable[[SignalRecord, frozenset[Address]], "int | None"]
@@ -168,6 +68,7 @@ class ChaosSession:
         self.exposure_resolver: ExposureResolver = self._resolve_locally
         self.worker_exits: Counter[str] = Counter()
         self._log_positions: dict[int, tuple[int, int]] = {}
+        self._unsettled: list[SignalRecord] = []
         self._stop_controller = threading.Event()
         self._stop_background = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -267,6 +168,9 @@ class ChaosSession:
         if self.detector is not None:
             # Before the deployment stops: its own shutdown is not part of the run.
             self.detector.drain()
+        for record in self._unsettled:
+            self._settle_exit(record)
+        self._unsettled.clear()
         self._stop_background.set()
         for thread in self._threads:
             thread.join(timeout=5)
@@ -302,15 +206,22 @@ class ChaosSession:
         return pending
 
     def _on_replaced(self, record: SignalRecord) -> None:
-        kind = "unknown"
+        if self.metrics is not None:
+            self.metrics.signal_settled(record.signal, record.role, record.pending, record.replacement_seconds)
         if self.detector is not None:
             self.detector.poll()
-            kind = self.detector.exit_kind(record.worker_pid) or "unknown"
+            if self.detector.exit_kind(record.worker_pid) is None:
+                # The master has not logged its verdict yet (the run is stopping): settle at close.
+                self._unsettled.append(record)
+                return
+        self._settle_exit(record)
+
+    def _settle_exit(self, record: SignalRecord) -> None:
+        kind = (self.detector.exit_kind(record.worker_pid) if self.detector else None) or "unknown"
         record.exit_kind = kind
         self.worker_exits[kind] += 1
         if self.metrics is not None:
             self.metrics.worker_exited(kind)
-            self.metrics.signal_settled(record.signal, record.role, record.pending, record.replacement_seconds)
 
     def _background_loop(self) -> None:
         quiet_polls = 0

@@ -10,13 +10,13 @@ from __future__ import annotations
 import errno
 import socket
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from websockets.client import ClientProtocol
 from websockets.exceptions import InvalidMessage, InvalidStatus
 from websockets.frames import Close, Frame, Opcode
 from websockets.http11 import Response
-from websockets.protocol import State
 from websockets.uri import parse_uri
 
 from chaos.exposure import Address, HandshakeLedger
@@ -75,6 +75,8 @@ class _Attempt:
         self.started_wall = time.time()
         self.started = time.monotonic()
         self.received = 0
+        # Events that arrived in the same read as the response (a close right after accept).
+        self.leftover: list[object] = []
 
     def result(
         self, outcome: str, *, status: int | None = None, close_code: int | None = None, detail: str = ""
@@ -126,7 +128,7 @@ def hold_handshake(
             handshake.exposed_by = flight.exposed_by
         if handshake.outcome != ACCEPTED:
             return handshake
-        return _hold_open(sock, protocol, keep_open, handshake)
+        return _hold_open(sock, protocol, keep_open, handshake, attempt.leftover)
     finally:
         sock.close()
 
@@ -148,8 +150,10 @@ def _await_response(
                 protocol.receive_data(data)
             else:
                 protocol.receive_eof()
-            for event in protocol.events_received():
+            events = protocol.events_received()
+            for index, event in enumerate(events):
                 if isinstance(event, Response):
+                    attempt.leftover = list(events[index + 1 :])
                     return _judge_response(event, protocol, attempt)
             if protocol.handshake_exc is not None:
                 return _judge_exception(protocol.handshake_exc, attempt)
@@ -165,7 +169,8 @@ def _await_response(
 
 def _judge_response(response: Response, protocol: ClientProtocol, attempt: _Attempt) -> HandshakeResult:
     status = response.status_code
-    if status == 101 and protocol.state is State.OPEN:
+    # Not the state: a close frame read together with the 101 has already moved it on.
+    if status == 101 and protocol.handshake_exc is None:
         return attempt.result(ACCEPTED, status=101)
     if status == 101:
         # A 101 that failed validation (bad accept key, extensions): a broken handshake.
@@ -186,11 +191,17 @@ def _judge_exception(exc: Exception, attempt: _Attempt) -> HandshakeResult:
 
 
 def _hold_open(
-    sock: socket.socket, protocol: ClientProtocol, keep_open: float, handshake: HandshakeResult
+    sock: socket.socket,
+    protocol: ClientProtocol,
+    keep_open: float,
+    handshake: HandshakeResult,
+    leftover: Sequence[object],
 ) -> HandshakeResult:
     """Keep the accepted connection; report who closed it and how."""
     deadline = time.monotonic() + keep_open
     try:
+        if _closed_by_server(leftover, sock, protocol, handshake):
+            return handshake
         while (remaining := deadline - time.monotonic()) > 0:
             sock.settimeout(remaining)
             try:
@@ -202,13 +213,8 @@ def _hold_open(
                 handshake.outcome = LOST_AFTER_ACCEPT
                 return handshake
             protocol.receive_data(data)
-            for event in protocol.events_received():
-                if isinstance(event, Frame) and event.opcode is Opcode.CLOSE:
-                    close = Close.parse(event.data) if event.data else None
-                    handshake.close_code = close.code if close else 1005
-                    handshake.outcome = closed_outcome(handshake.close_code)
-                    _flush(sock, protocol)  # the protocol queued the close reply
-                    return handshake
+            if _closed_by_server(protocol.events_received(), sock, protocol, handshake):
+                return handshake
         protocol.send_close(1000)
         _flush(sock, protocol)
         return handshake
@@ -216,6 +222,19 @@ def _hold_open(
         handshake.outcome = LOST_AFTER_ACCEPT
         handshake.detail = str(exc)
         return handshake
+
+
+def _closed_by_server(
+    events: Sequence[object], sock: socket.socket, protocol: ClientProtocol, handshake: HandshakeResult
+) -> bool:
+    for event in events:
+        if isinstance(event, Frame) and event.opcode is Opcode.CLOSE:
+            close = Close.parse(event.data) if event.data else None
+            handshake.close_code = close.code if close else 1005
+            handshake.outcome = closed_outcome(handshake.close_code)
+            _flush(sock, protocol)  # the protocol queued the close reply
+            return True
+    return False
 
 
 def _flush(sock: socket.socket, protocol: ClientProtocol) -> None:

@@ -35,7 +35,8 @@ from chaos.controller import SignalRecord
 from chaos.errors import ChaosError
 from chaos.exposure import Address, HandshakeLedger
 from chaos.report import format_summary
-from chaos.session import ChaosOptions, ChaosSession, handshake_url
+from chaos.options import ChaosOptions, handshake_url
+from chaos.session import ChaosSession
 from chaos.wsclient import REFUSED, HandshakeResult, hold_handshake
 
 log = logging.getLogger("handshake-chaos")

@@ -65,7 +65,7 @@ def drive_load(session, users: int, seconds: float) -> None:  # type: ignore[no-
     import random
     import threading
 
-    from chaos.session import handshake_url
+    from chaos.options import handshake_url
     from chaos.wsclient import hold_handshake
 
     deadline = time.monotonic() + seconds

@@ -6,7 +6,8 @@ import pytest
 
 from chaos.environments import ReleaseSpec, build_environment
 from chaos.errors import TargetError, UsageError
-from chaos.session import ChaosOptions, ChaosSession
+from chaos.options import ChaosOptions
+from chaos.session import ChaosSession
 from tests.conftest import assert_gone, drive_load
 
 SIGNATURE_596 = "uvicorn_596_wsproto_close_during_handshake"

@@ -23,19 +23,21 @@ from chaos.wsclient import (
 
 
 @pytest.fixture
-def raw_server() -> Iterator[Callable[[Callable[[socket.socket], None]], int]]:
+def raw_server() -> Iterator[Callable[..., int]]:
     """A loopback server that handles one connection with the given behaviour."""
     listeners: list[socket.socket] = []
     threads: list[threading.Thread] = []
 
-    def serve(behaviour: Callable[[socket.socket], None]) -> int:
+    def serve(behaviour: Callable[[socket.socket], None], capture: list[bytes] | None = None) -> int:
         listener = socket.create_server(("127.0.0.1", 0))
         listeners.append(listener)
 
         def run() -> None:
             connection, _ = listener.accept()
             with connection:
-                connection.recv(4096)  # the handshake request
+                request = connection.recv(4096)  # the handshake request
+                if capture is not None:
+                    capture.append(request)
                 behaviour(connection)
 
         thread = threading.Thread(target=run, daemon=True)
@@ -101,3 +103,25 @@ def test_accept_then_server_close_reports_the_code(start_target):
     assert result.outcome == ACCEPTED
     result = hold_handshake(f"{target.url}/elsewhere", keep_open=0.2)
     assert result.outcome == "http_403"
+
+
+def test_accept_and_close_in_one_read_is_closed_not_broken(raw_server):
+    """A server that accepts and closes at once (shutdown right after accept): one read holds both."""
+    from websockets.server import ServerProtocol
+
+    def accept_then_close(connection: socket.socket) -> None:
+        server = ServerProtocol()
+        server.receive_data(_REQUEST[0])
+        request = server.events_received()[0]
+        server.send_response(server.accept(request))
+        server.send_close(1012)
+        connection.sendall(b"".join(server.data_to_send()))
+        connection.recv(4096)  # the client's close reply
+
+    _REQUEST.clear()
+    port = raw_server(accept_then_close, capture=_REQUEST)
+    result = hold_handshake(f"ws://127.0.0.1:{port}/ws/probe", handshake_timeout=5, keep_open=5)
+    assert (result.outcome, result.status, result.close_code) == ("closed_1012", 101, 1012), result
+
+
+_REQUEST: list[bytes] = []
