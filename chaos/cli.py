@@ -106,6 +106,9 @@ def _release_options(parser: argparse.ArgumentParser, several: bool) -> None:
     parser.add_argument("--as-of", default=None, help="resolve dependencies as of this date instead")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (default: 2)")
     parser.add_argument("--hold-seconds", type=float, default=2.0, help="pending time of each handshake (default: 2)")
+    parser.add_argument(
+        "--keep-open-seconds", type=float, default=1.0, help="accepted websockets stay open (default: 1)"
+    )
     parser.add_argument("--term-interval", type=float, default=3.0, help="seconds between TERMs (default: 3)")
     parser.add_argument("--term-jitter", type=float, default=1.0, help="random extra seconds (default: 1)")
     parser.add_argument("--allow", default="", help="tolerated errors: SIGNATURE=N[,SIGNATURE=N]")
@@ -134,6 +137,7 @@ def _soak_config(args: argparse.Namespace, uvicorn: str | None, ws: str, report_
         metrics_host=args.metrics_host,
         workers=args.workers,
         hold_seconds=args.hold_seconds,
+        keep_open_seconds=args.keep_open_seconds,
         term_interval=args.term_interval,
         term_jitter=args.term_jitter,
         allow=args.allow,

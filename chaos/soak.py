@@ -55,6 +55,7 @@ class SoakConfig:
     metrics_host: str = "127.0.0.1"
     workers: int = 2
     hold_seconds: float = 2.0
+    keep_open_seconds: float = 1.0
     term_interval: float = 3.0
     term_jitter: float = 1.0
     allow: str = ""
@@ -120,7 +121,8 @@ def locust_command(config: SoakConfig, prepared: Prepared) -> list[str]:
     command += ["-u", str(config.users), "-r", f"{config.spawn_rate:g}", "-t", f"{config.duration:g}s"]
     command += ["--stop-timeout", "10", "--csv", str(report / "locust"), "--html", str(report / "locust.html")]
     command += ["--target-python", prepared.python, "--ws", config.ws, "--workers", str(config.workers)]
-    command += ["--hold-seconds", f"{config.hold_seconds:g}", "--term-interval", f"{config.term_interval:g}"]
+    command += ["--hold-seconds", f"{config.hold_seconds:g}", "--keep-open-seconds", f"{config.keep_open_seconds:g}"]
+    command += ["--term-interval", f"{config.term_interval:g}"]
     command += ["--term-jitter", f"{config.term_jitter:g}", "--release", prepared.release, "--gate"]
     command += ["--metrics-host", config.metrics_host, "--metrics-port", str(config.metrics_port)]
     command += ["--run-dir", str(report / "server"), "--chaos-report-json", str(report / "summary.json")]

@@ -58,8 +58,8 @@ def test_soak_0_20_0_wsproto_has_none_of_596(tmp_path, release_cache):
 def test_soak_with_nothing_pending_is_inconclusive(tmp_path):
     report = tmp_path / "report"
     done = _run(
-        ["soak", "--target-python", sys.executable, "--ws", "auto", "--duration", "6s", "--users", "5"]
-        + [*FAST, "--hold-seconds", "0", "--report-dir", str(report)],
+        ["soak", "--target-python", sys.executable, "--ws", "auto", "--duration", "6s", "--users", "1"]
+        + [*FAST, "--hold-seconds", "0", "--keep-open-seconds", "10", "--report-dir", str(report)],
         tmp_path,
     )
     summary = json.loads((report / "summary.json").read_text())
