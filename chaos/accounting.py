@@ -139,10 +139,6 @@ class RunTotals:
             self.errors[key] = ErrorTally(side, signature, reference=reference or catalog.reference(signature))
         return self.errors[key]
 
-    @property
-    def error_count(self) -> int:
-        return sum(tally.count for tally in self.errors.values())
-
     def error_rows(self) -> list[dict[str, Any]]:
         rows = sorted(self.errors.values(), key=lambda t: (t.side != "server", -t.count, t.signature))
         return [

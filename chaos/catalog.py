@@ -100,10 +100,6 @@ CLIENT_SIGNATURES = (
 _BY_SIGNATURE = {entry.signature: entry for entry in CATALOG}
 
 
-def known(signature: str) -> KnownFailure | None:
-    return _BY_SIGNATURE.get(signature)
-
-
 def reference(signature: str) -> str | None:
     entry = _BY_SIGNATURE.get(signature)
     return entry.reference if entry else None

@@ -8,7 +8,6 @@ signatures the baseline release's cell of the same ws implementation also showed
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -159,8 +158,3 @@ def matrix_exit_code(cells: list[dict[str, Any]]) -> int:
     if any(c["verdict"] == "inconclusive" for c in cells):
         return 3
     return 0
-
-
-def load(path: Path) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(path.read_text())
-    return data

@@ -158,11 +158,6 @@ def serve(registry: CollectorRegistry, host: str, port: int) -> Any:
     return server
 
 
-def sample_value(registry: CollectorRegistry, name: str, labels: Mapping[str, str]) -> float:
-    value = registry.get_sample_value(name, dict(labels))
-    return value or 0.0
-
-
 def totals(registry: CollectorRegistry, name: str, by: Iterable[str]) -> dict[tuple[str, ...], float]:
     """Sums of a metric's samples grouped by label keys ``by`` (for summaries and tests)."""
     keys = tuple(by)

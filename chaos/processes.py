@@ -62,10 +62,6 @@ class GunicornMaster:
         self._process = process
         self.identity = ProcessIdentity.of(process)
 
-    @classmethod
-    def from_pidfile(cls, path: str | os.PathLike[str]) -> GunicornMaster:
-        return cls(read_pidfile(path))
-
     @property
     def pid(self) -> int:
         return self.identity.pid

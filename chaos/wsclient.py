@@ -52,10 +52,6 @@ class HandshakeResult:
     exposed_by: int | None = None
 
     @property
-    def handshake_failed(self) -> bool:
-        return self.status != 101
-
-    @property
     def accepted(self) -> bool:
         return self.status == 101
 
