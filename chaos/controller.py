@@ -105,6 +105,7 @@ class RollingTermController:
         snapshot: Callable[[int], frozenset[Address]] | None = None,
         on_signal: Callable[[SignalRecord, frozenset[Address]], int | None] | None = None,
         on_replaced: Callable[[SignalRecord], None] | None = None,
+        state: ControllerState | None = None,
     ) -> None:
         """``snapshot(pid)`` lists the client addresses a worker holds, taken just before
         the signal; ``on_signal(record, peers)`` is told of each signal right after it
@@ -115,7 +116,8 @@ class RollingTermController:
         self.snapshot = snapshot or (lambda pid: frozenset())
         self.on_signal = on_signal
         self.on_replaced = on_replaced
-        self.state = ControllerState()
+        # A state passed in carries on across restarts: signal ids stay unique within a run.
+        self.state = state if state is not None else ControllerState()
         self._random = random.Random(config.seed)
 
     def run(self, stop: StopFlag) -> ControllerState:

@@ -106,15 +106,7 @@ class ServerDetector:
             self._windows.setdefault(pid, position if position is not None else self.tail.position())
 
     def poll(self) -> int:
-        """Reads what is new; returns how many records were judged."""
-        with self._lock:
-            records = self.tail.read()
-            for record in records:
-                self._judge(record)
-            return len(records)
-
-    def poll_bytes(self) -> int:
-        """Like ``poll``; returns how many bytes were new (0 when the writer is quiet)."""
+        """Judges what is new; returns how many bytes were new (0 when the writers are quiet)."""
         with self._lock:
             before = self.tail.bytes_read
             for record in self.tail.read():
@@ -129,9 +121,8 @@ class ServerDetector:
 
     def drain(self) -> None:
         """Reads to the end and completes the last record (the writers are quiet or gone)."""
-        with self._lock:
-            for record in self.tail.read() + self.tail.flush():
-                self._judge(record)
+        self.poll()
+        self.complete()
 
     def _judge(self, record: LogRecord) -> None:
         if self._about_a_worker(record):

@@ -101,8 +101,5 @@ class HandshakeLedger:
                         late.append(flight)
         return pending, late
 
-    def __contains__(self, address: object) -> bool:
-        return address in self._in_flight
-
     def __len__(self) -> int:
         return len(self._in_flight)

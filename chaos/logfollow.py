@@ -38,27 +38,25 @@ class RecordParser:
 
     def __init__(self, generation: int = 0, start_offset: int = 0) -> None:
         self.generation = generation
-        self._partial = b""
+        self._offset = start_offset  # stream offset of the next byte fed
+        self._partial = b""  # the line in progress (its head only, if it runs long)
         self._partial_offset = start_offset
-        self._offset = start_offset
         self._current: list[str] = []
         self._current_header: tuple[int | None, str, str, int] | None = None
 
     def feed(self, data: bytes) -> list[LogRecord]:
+        # Offsets come from the data as fed, not from the (possibly cut) partial line.
         records: list[LogRecord] = []
-        if not self._partial:
-            self._partial_offset = self._offset
-        buffer = self._partial + data
+        position = self._offset
         self._offset += len(data)
-        line_start = self._partial_offset
-        *lines, self._partial = buffer.split(b"\n")
-        for line in lines:
-            records.extend(self._line(line[:_MAX_LINE_BYTES].rstrip(b"\r"), line_start))
-            line_start += len(line) + 1
-        self._partial_offset = line_start
-        if len(self._partial) > _MAX_LINE_BYTES:
-            # A line this long without a newline is not a log line; keep its head only.
-            self._partial = self._partial[:_MAX_LINE_BYTES]
+        *complete, rest = data.split(b"\n")
+        for piece in complete:
+            line = self._partial + piece
+            records.extend(self._line(line[:_MAX_LINE_BYTES].rstrip(b"\r"), self._partial_offset))
+            position += len(piece) + 1
+            self._partial, self._partial_offset = b"", position
+        # A line this long without a newline is not a log line; keep its head only.
+        self._partial = (self._partial + rest)[:_MAX_LINE_BYTES]
         return records
 
     def flush(self) -> list[LogRecord]:

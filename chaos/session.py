@@ -62,10 +62,12 @@ class ChaosSession:
         self.recorder = ClientRecorder(options.http_rejection_is_error, sink=self.totals.add_client)
         self.detector: ServerDetector | None = None
         self.controller: RollingTermController | None = None
-        self.controller_states: list[ControllerState] = []
+        self.controller_state = ControllerState()
         # Local runs attribute exposure through this process's ledger; a Locust master
         # replaces this with a broadcast to its workers.
         self.exposure_resolver: ExposureResolver = self._resolve_locally
+        # Likewise the handshakes in flight right now: this process's, or the workers' sum.
+        self.pending_count: Callable[[], int] = lambda: len(self.ledger)
         self.worker_exits: Counter[str] = Counter()
         self._log_positions: dict[int, tuple[int, int]] = {}
         self._unsettled: list[SignalRecord] = []
@@ -144,6 +146,7 @@ class ChaosSession:
             snapshot=self._snapshot,
             on_signal=self._on_signal,
             on_replaced=self._on_replaced,
+            state=self.controller_state,
         )
         self._stop_controller.clear()
         controller = self.controller
@@ -159,8 +162,6 @@ class ChaosSession:
             return
         self._stop_controller.set()
         thread.join(timeout=self.options.graceful_timeout + 70)
-        if self.controller is not None:
-            self.controller_states.append(self.controller.state)
 
     def close(self) -> None:
         """Stops everything this session started; the counts stay readable."""
@@ -227,10 +228,10 @@ class ChaosSession:
         quiet_polls = 0
         while not self._stop_background.wait(_LOG_POLL_SECONDS):
             if self.metrics is not None:
-                self.metrics.set_pending(len(self.ledger))
+                self.metrics.set_pending(self.pending_count())
             if self.detector is None:
                 continue
-            quiet_polls = 0 if self.detector.poll_bytes() else quiet_polls + 1
+            quiet_polls = 0 if self.detector.poll() else quiet_polls + 1
             if quiet_polls == 2:
                 # The writer has gone quiet: the record in progress (a traceback's tail) is complete.
                 self.detector.complete()
@@ -238,10 +239,7 @@ class ChaosSession:
     # -- results ---------------------------------------------------------------------
 
     def records(self) -> list[SignalRecord]:
-        states = list(self.controller_states)
-        if self.controller is not None and self.controller.state not in states:
-            states.append(self.controller.state)
-        return [record for state in states for record in state.records]
+        return self.controller_state.records
 
     def seen_pids(self) -> list[int]:
         pids: set[int] = set(self.target.seen_pids) if self.target else set()
@@ -255,13 +253,11 @@ class ChaosSession:
         return sorted(pids)
 
     def gate(self) -> GateResult:
-        sent = [record for record in self.records() if not record.dry_run]
-        landed = sum(1 for record in sent if record.pending > 0)
-        return decide(self.totals.error_rows(), landed, self.options.gate_policy())
+        return decide(self.totals.error_rows(), self.controller_state.landed_with_pending, self.options.gate_policy())
 
     def summary(self) -> dict[str, Any]:
-        records = self.records()
-        sent = [record for record in records if not record.dry_run]
+        state = self.controller_state
+        records = state.records
         return {
             "release": self.release,
             "ws": self.options.ws,
@@ -269,9 +265,9 @@ class ChaosSession:
             "gate": self.gate().as_dict(),
             "errors": self.totals.error_rows(),
             "signals": {
-                "sent": len(sent),
-                "dry_run": len(records) - len(sent),
-                "landed_with_pending": sum(1 for record in sent if record.pending > 0),
+                "sent": state.sent,
+                "dry_run": len(records) - state.sent,
+                "landed_with_pending": state.landed_with_pending,
                 "pending_at_term": [record.pending for record in records],
                 "records": [record.as_dict() for record in records],
             },

@@ -139,6 +139,7 @@ def _on_init(environment, runner, **_kwargs):  # type: ignore[no-untyped-def]
         sys.exit(exc.exit_code)
     if isinstance(runner, MasterRunner):
         session.exposure_resolver = functools.partial(_broadcast_signal, runner)
+        session.pending_count = lambda: sum(_State.worker_pending.values())
         runner.register_message(_EXPOSURE_MESSAGE, _on_exposure_message)
     else:
         _State.ledger = session.ledger
@@ -189,8 +190,6 @@ def _worker_report(client_id, data, **_kwargs):  # type: ignore[no-untyped-def]
         return
     session.totals.add_client(ClientDelta.from_dict(report))
     _State.worker_pending[client_id] = int(report.get("pending", 0))
-    if session.metrics is not None:
-        session.metrics.set_pending(sum(_State.worker_pending.values()))
 
 
 # -- the run's edges ------------------------------------------------------------------

@@ -122,3 +122,14 @@ def test_exposure_counts_the_pending_handshakes_each_worker_holds(start_target):
     assert [r.outcome for r in results] == [ACCEPTED] * 12
     assert all(r.exposed_by is None for r in results)
     assert exposure() == 0
+
+
+def test_signal_ids_stay_unique_across_controller_restarts(start_target):
+    from chaos.controller import ControllerState
+
+    target = start_target(workers=2)
+    state = ControllerState()  # what a session keeps across Locust's stop/start
+    for max_signals in (2, 4):
+        config = ControllerConfig(interval=0.01, jitter=0, dry_run=True, max_signals=max_signals)
+        RollingTermController(target.master, config, state=state).run(threading.Event())
+    assert [record.id for record in state.records] == [1, 2, 3, 4]

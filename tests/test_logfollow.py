@@ -196,3 +196,12 @@ def test_generic_signatures_stay_bounded():
 def test_snake_case():
     assert snake_case("websockets.exceptions.ConnectionClosedError") == "connection_closed_error"
     assert snake_case("HTTPError") == "http_error"
+
+
+def test_offsets_stay_exact_after_an_overlong_line():
+    data = b"x" * 40000 + b"\n" + _line(7, "ERROR", "after the long line")
+    for chunks in ([data], [data[:100], data[100:30000], data[30000:]]):
+        parser = RecordParser(start_offset=5)
+        records = [r for chunk in chunks for r in parser.feed(chunk)] + parser.flush()
+        last = records[-1]
+        assert last.pid == 7 and data[last.offset - 5 : last.offset - 5 + 1] == b"["
