@@ -1,5 +1,5 @@
 from __future__ import annotations
 
-from chaos.cli import main
+from chaos.commands.cli import main
 
 raise SystemExit(main())

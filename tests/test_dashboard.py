@@ -37,7 +37,7 @@ def _queries(board: dict) -> list[tuple[str, str]]:
 
 
 def test_the_json_is_generated_from_the_code():
-    assert (DASHBOARDS / "handshake-chaos.json").read_text() == render(), "run: python -m chaos.dashboard > ..."
+    assert (DASHBOARDS / "handshake-chaos.json").read_text() == render(), "run: python -m chaos.report.dashboard > ..."
 
 
 def test_dashboard_structure_provisions_as_it_is():

@@ -1,10 +1,11 @@
-"""Which handshakes a worker holds pending at the moment of a signal: its exposure.
+"""The handshakes this process has in flight, by the client's local address.
 
 The client side knows which of its connections are mid-handshake (request sent, no
 response yet) by their local address; the kernel knows which worker owns the server
-end of each connection. Their intersection is exact for any app, not just the probe,
-as long as the clients and the deployment share this host. It also attributes each
-handshake to the signal whose shutdown it was caught in, for client-side detection.
+end of each connection (``chaos.target.processes.worker_peers``). Their intersection is
+a worker's exposure at a signal: exact for any app, not just the probe, as long as the
+clients and the deployment share this host. The ledger also attributes each handshake
+to the signal whose shutdown caught it, for client-side detection.
 """
 
 from __future__ import annotations
@@ -14,25 +15,11 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
-import psutil
+from chaos.results import Address
 
-Address = tuple[str, int]
 # A handshake that ends between the controller's socket snapshot and the marking of
 # the ledger was still pending at the snapshot; this much history catches it.
 _RECENT_SECONDS = 10.0
-
-
-def worker_peers(pid: int, listen_port: int) -> frozenset[Address]:
-    """Client addresses of the connections a worker holds on ``listen_port``."""
-    try:
-        connections = psutil.Process(pid).net_connections(kind="tcp")
-    except psutil.Error:
-        return frozenset()
-    return frozenset(
-        (conn.raddr.ip, conn.raddr.port)
-        for conn in connections
-        if conn.status == psutil.CONN_ESTABLISHED and conn.laddr and conn.laddr.port == listen_port and conn.raddr
-    )
 
 
 @dataclass

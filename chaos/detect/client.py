@@ -1,9 +1,9 @@
-"""Counting a run exactly once.
+"""Client-side detection: what a handshake caught by a shutdown showed on the wire.
 
 ``ClientRecorder`` runs where the users run (the local runner, or each Locust worker)
-and judges every finished handshake; ``RunTotals`` runs once per run (the local runner
-or the Locust master) and holds everything the summary, the gate and the metrics use.
-Between them travels a ``ClientDelta``: plain dicts, so Locust's worker reports carry it.
+and judges every finished handshake; the run's totals (``chaos.detect.totals``) are kept
+once (the local runner or the Locust master). Between them travels a ``ClientDelta``:
+plain dicts, so Locust's worker reports carry it.
 """
 
 from __future__ import annotations
@@ -15,10 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chaos import catalog
-from chaos.detection import DetectedError
-from chaos.exposure import Flight
-from chaos.metrics import ChaosMetrics
-from chaos.wsclient import NO_RESPONSE_OUTCOMES, HandshakeResult
+from chaos.load.client import HandshakeResult
+from chaos.load.ledger import Flight
+from chaos.results import NO_RESPONSE_OUTCOMES
 
 
 def client_signature(result: HandshakeResult, http_rejection_is_error: bool) -> str | None:
@@ -94,60 +93,3 @@ class ClientRecorder:
         with self._lock:
             delta, self._delta = self._delta, ClientDelta()
         return delta
-
-
-@dataclass
-class ErrorTally:
-    side: str
-    signature: str
-    count: int = 0
-    example: str = ""
-    reference: str | None = None
-
-
-class RunTotals:
-    """What one run counted, kept once; mirrors every change into the metrics."""
-
-    def __init__(self, metrics: ChaosMetrics | None = None) -> None:
-        self.metrics = metrics
-        self.outcomes: Counter[str] = Counter()
-        self.errors: dict[tuple[str, str], ErrorTally] = {}
-        self._lock = threading.Lock()
-
-    def add_client(self, delta: ClientDelta) -> None:
-        with self._lock:
-            self.outcomes.update(delta.outcomes)
-            for signature, count in delta.errors.items():
-                tally = self._tally("client", signature, None)
-                tally.count += count
-                tally.example = tally.example or delta.examples.get(signature, "")
-        if self.metrics is not None:
-            self.metrics.count_outcomes(delta.outcomes)
-            self.metrics.count_errors("client", delta.errors)
-
-    def add_server(self, error: DetectedError) -> None:
-        with self._lock:
-            tally = self._tally("server", error.signature, error.reference)
-            tally.count += 1
-            tally.example = tally.example or error.example
-        if self.metrics is not None:
-            self.metrics.count_errors("server", {error.signature: 1})
-
-    def _tally(self, side: str, signature: str, reference: str | None) -> ErrorTally:
-        key = (side, signature)
-        if key not in self.errors:
-            self.errors[key] = ErrorTally(side, signature, reference=reference or catalog.reference(signature))
-        return self.errors[key]
-
-    def error_rows(self) -> list[dict[str, Any]]:
-        rows = sorted(self.errors.values(), key=lambda t: (t.side != "server", -t.count, t.signature))
-        return [
-            {
-                "side": t.side,
-                "signature": t.signature,
-                "count": t.count,
-                "example": t.example,
-                "reference": t.reference,
-            }
-            for t in rows
-        ]

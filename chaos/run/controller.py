@@ -13,14 +13,14 @@ import random
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass, field
+from typing import Protocol
 
 import psutil
 
 from chaos.errors import UsageError
-from chaos.exposure import Address
-from chaos.processes import GunicornMaster, heartbeat_ticked
+from chaos.results import Address, SignalRecord, SignalsSummary
+from chaos.target.processes import GunicornMaster, heartbeat_ticked
 
 log = logging.getLogger(__name__)
 
@@ -63,38 +63,13 @@ class ControllerConfig:
 
 
 @dataclass
-class SignalRecord:
-    """One signal the controller sent (or, in dry-run, would have sent)."""
-
-    id: int
-    time: float
-    worker_pid: int
-    role: str
-    signal: str
-    pending: int
-    dry_run: bool
-    worker_exit_seconds: float | None = None
-    replacement_pid: int | None = None
-    replacement_seconds: float | None = None
-    exit_kind: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass
 class ControllerState:
     records: list[SignalRecord] = field(default_factory=list)
     skipped_min_alive: int = 0
     lost_targets: int = 0
 
-    @property
-    def sent(self) -> int:
-        return sum(1 for record in self.records if not record.dry_run)
-
-    @property
-    def landed_with_pending(self) -> int:
-        return sum(1 for record in self.records if not record.dry_run and record.pending > 0)
+    def summary(self) -> SignalsSummary:
+        return SignalsSummary.of(self.records)
 
 
 class RollingTermController:
@@ -121,9 +96,10 @@ class RollingTermController:
         self._random = random.Random(config.seed)
 
     def run(self, stop: StopFlag) -> ControllerState:
-        """Roll until ``stop`` is set, the master is gone, or max_signals is reached."""
+        """Roll until ``stop`` is set, the master is gone, or this run's max_signals is reached."""
+        already = len(self.state.records)
         while not stop.is_set() and self.master.is_alive():
-            if self.config.max_signals is not None and len(self.state.records) >= self.config.max_signals:
+            if self.config.max_signals is not None and len(self.state.records) - already >= self.config.max_signals:
                 break
             delay = self.config.interval + self._random.uniform(0, self.config.jitter)
             if stop.wait(delay):

@@ -1,6 +1,6 @@
 """The Grafana dashboard, as code: the one source of ``dashboards/handshake-chaos.json``.
 
-    python -m chaos.dashboard > dashboards/handshake-chaos.json
+    python -m chaos.report.dashboard > dashboards/handshake-chaos.json
 
 A test regenerates it and compares, so the JSON never drifts from this file. Every
 query filters on ``$release`` and ``$ws``, every ``rate()`` uses ``$__rate_interval``,

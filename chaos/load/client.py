@@ -8,10 +8,12 @@ costs exactly one file descriptor (``websockets.sync`` would spend three).
 from __future__ import annotations
 
 import errno
+import random
 import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from websockets.client import ClientProtocol
 from websockets.exceptions import InvalidMessage, InvalidStatus
@@ -19,22 +21,21 @@ from websockets.frames import Close, Frame, Opcode
 from websockets.http11 import Response
 from websockets.uri import parse_uri
 
-from chaos.exposure import Address, HandshakeLedger
-
-# Outcomes of the handshake itself.
-ACCEPTED = "accepted"
-DROPPED = "dropped"  # EOF before a single byte of response
-TRUNCATED = "truncated_response"  # EOF in the middle of the response
-BAD_RESPONSE = "bad_response"  # bytes that are not an HTTP response
-RESET = "reset"
-REFUSED = "refused"
-TIMEOUT = "timeout"
-# After an accepted handshake: the server closed first with a close frame (closed_CODE),
-# or the connection was lost with none.
-LOST_AFTER_ACCEPT = "lost_after_accept"
-
-# Outcomes where the wire carried no valid HTTP answer to the handshake.
-NO_RESPONSE_OUTCOMES = frozenset({DROPPED, TRUNCATED, BAD_RESPONSE, RESET, TIMEOUT})
+from chaos.load.ledger import HandshakeLedger
+from chaos.results import (
+    Address,
+    ACCEPTED,
+    BAD_RESPONSE,
+    DROPPED,
+    LOST_AFTER_ACCEPT,
+    REFUSED,
+    RESET,
+    TIMEOUT,
+    TRUNCATED,
+    closed_outcome,
+    http_outcome,
+    os_error_outcome,
+)
 
 _RECV_BYTES = 65536
 
@@ -56,12 +57,52 @@ class HandshakeResult:
         return self.status == 101
 
 
-def http_outcome(status: int) -> str:
-    return f"http_{status}"
+@dataclass(frozen=True)
+class LoadProfile:
+    """What each user does: which route, how long the server holds the handshake, the timeouts."""
+
+    hold_seconds: float = 2.0
+    hold_jitter: float = 0.5
+    keep_open_seconds: float = 1.0
+    ws_path: str = "/ws/probe"
+    connect_timeout: float = 5.0
+    handshake_timeout: float = 30.0
+
+    @property
+    def response_timeout(self) -> float:
+        """How long to wait for the handshake's answer: the longest hold plus the timeout."""
+        return self.hold_seconds * (1 + self.hold_jitter) + self.handshake_timeout
 
 
-def closed_outcome(code: int | None) -> str:
-    return f"closed_{code}" if code is not None else LOST_AFTER_ACCEPT
+def handshake_url(base: str, profile: LoadProfile, rng: random.Random | None = None) -> str:
+    """The URL each user opens: the route with its hold and keep-open times.
+
+    Each attempt's hold is drawn within ``hold_seconds * (1 +/- hold_jitter)``: users
+    started together otherwise move in lockstep, and a TERM that lands between two
+    waves finds nothing pending.
+    """
+    hold = profile.hold_seconds
+    if profile.hold_jitter and rng is not None:
+        hold *= rng.uniform(1 - profile.hold_jitter, 1 + profile.hold_jitter)
+    parts = urlsplit(base)
+    scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
+    # The server keeps the connection longer than the client, so a clean run ends with
+    # the client's own close and any server-initiated close stands out.
+    server_keep = profile.keep_open_seconds + 5
+    return f"{scheme}://{parts.netloc}{profile.ws_path}?hold={hold:.3f}&keep={server_keep:g}"
+
+
+def hold_one(
+    base: str, profile: LoadProfile, rng: random.Random | None = None, ledger: HandshakeLedger | None = None
+) -> HandshakeResult:
+    """One user's attempt: open the route, hold the handshake, keep an accepted socket open."""
+    return hold_handshake(
+        handshake_url(base, profile, rng),
+        connect_timeout=profile.connect_timeout,
+        handshake_timeout=profile.response_timeout,
+        keep_open=profile.keep_open_seconds,
+        ledger=ledger,
+    )
 
 
 class _Attempt:
@@ -246,4 +287,4 @@ def _os_error_outcome(exc: OSError) -> str:
         return REFUSED
     if exc.errno in (errno.ETIMEDOUT,):
         return TIMEOUT
-    return f"os_error_{errno.errorcode.get(exc.errno or 0, 'unknown').lower()}"
+    return os_error_outcome(errno.errorcode.get(exc.errno or 0, "unknown"))

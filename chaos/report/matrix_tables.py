@@ -3,44 +3,44 @@
 from __future__ import annotations
 
 import html
-import json
 from pathlib import Path
-from typing import Any
+
+from chaos.results import MatrixCell, MatrixResult
 
 COLUMNS = ("release", "ws", "verdict", "server errors", "client errors", "TERMs w/ pending", "exposure", "outcomes")
 
 
-def _errors(cell: dict[str, Any], side: str) -> str:
-    items = [(key.split(":", 1)[1], count) for key, count in cell.get("errors", {}).items() if key.startswith(side)]
+def _errors(cell: MatrixCell, side: str) -> str:
+    items = [(key.split(":", 1)[1], count) for key, count in cell.errors.items() if key.startswith(side)]
     return ", ".join(f"{signature} {count}" for signature, count in sorted(items, key=lambda i: -i[1])) or "-"
 
 
-def rows(result: dict[str, Any]) -> list[list[str]]:
+def rows(result: MatrixResult) -> list[list[str]]:
     table = []
-    for cell in result["cells"]:
-        if cell["status"] != "ran":
-            table.append([cell["release"], cell["ws"], cell["status"], cell["reason"], "", "", "", ""])
+    for cell in result.cells:
+        if cell.status != "ran":
+            table.append([cell.release, cell.ws, cell.status, cell.reason, "", "", "", ""])
             continue
-        verdict = cell["verdict"] + (" (expected)" if cell["verdict"] == "fail" and cell["expected_fail"] else "")
-        if cell.get("new_signatures"):
-            verdict += " NEW: " + ", ".join(cell["new_signatures"])
-        outcomes = ", ".join(f"{k} {v}" for k, v in sorted(cell["outcomes"].items(), key=lambda i: -i[1]))
+        verdict = cell.verdict + (" (expected)" if cell.verdict == "fail" and cell.expected_fail else "")
+        if cell.new_signatures:
+            verdict += " NEW: " + ", ".join(cell.new_signatures)
+        outcomes = ", ".join(f"{k} {v}" for k, v in sorted(cell.outcomes.items(), key=lambda i: -i[1]))
         table.append(
             [
-                cell["release"],
-                cell["ws"],
+                cell.release,
+                cell.ws,
                 verdict,
                 _errors(cell, "server"),
                 _errors(cell, "client"),
-                f"{cell['signals']['landed_with_pending']}/{cell['signals']['sent']}",
-                f"mean {cell['exposure']['mean']}, max {cell['exposure']['max']}",
+                f"{cell.signals.landed_with_pending}/{cell.signals.sent}",
+                f"mean {cell.exposure.mean}, max {cell.exposure.max}",
                 outcomes,
             ]
         )
     return table
 
 
-def terminal(result: dict[str, Any]) -> str:
+def terminal(result: MatrixResult) -> str:
     table = [list(COLUMNS), *rows(result)]
     widths = [min(60, max(len(row[i]) for row in table)) for i in range(len(COLUMNS))]
     lines = []
@@ -48,27 +48,31 @@ def terminal(result: dict[str, Any]) -> str:
         lines.append("  ".join(value[:60].ljust(width) for value, width in zip(row, widths, strict=True)).rstrip())
         if number == 0:
             lines.append("  ".join("-" * width for width in widths))
-    lines.append(f"wall time {result['wall_seconds']:.0f}s, exit code {result['exit_code']}")
+    lines.append(f"wall time {result.wall_seconds:.0f}s, exit code {result.exit_code}")
     return "\n".join(lines)
 
 
-def markdown(result: dict[str, Any]) -> str:
+def _footer(result: MatrixResult) -> str:
+    return (
+        f"{len(result.cells)} cells, {result.duration_per_cell_seconds:g}s each with {result.users} users; "
+        f"wall time {result.wall_seconds:.0f}s; exit code {result.exit_code}."
+    )
+
+
+def markdown(result: MatrixResult) -> str:
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for row in rows(result):
         lines.append("| " + " | ".join(value.replace("|", "\\|") for value in row) + " |")
     lines.append("")
-    lines.append(
-        f"{len(result['cells'])} cells, {result['duration_per_cell_seconds']:g}s each with {result['users']} users; "
-        f"wall time {result['wall_seconds']:.0f}s; exit code {result['exit_code']}."
-    )
+    lines.append(_footer(result))
     return "\n".join(lines) + "\n"
 
 
-def html_page(result: dict[str, Any]) -> str:
+def html_page(result: MatrixResult) -> str:
     colors = {"pass": "#d4f7d4", "fail": "#f9d0d0", "inconclusive": "#fff2c2", "error": "#e0e0e0"}
     body = []
-    for cell, row in zip(result["cells"], rows(result), strict=True):
-        color = colors.get(cell["verdict"], "#f0f0f0")
+    for cell, row in zip(result.cells, rows(result), strict=True):
+        color = colors.get(cell.verdict, "#f0f0f0")
         cells = "".join(f"<td>{html.escape(value)}</td>" for value in row)
         body.append(f'<tr style="background:{color}">{cells}</tr>')
     head = "".join(f"<th>{html.escape(column)}</th>" for column in COLUMNS)
@@ -84,14 +88,13 @@ th {{ background: #333; color: #fff; }}
 <table><thead><tr>{head}</tr></thead><tbody>
 {chr(10).join(body)}
 </tbody></table>
-<p>{len(result["cells"])} cells, {result["duration_per_cell_seconds"]:g}s each with {result["users"]} users;
-wall time {result["wall_seconds"]:.0f}s; exit code {result["exit_code"]}.</p>
+<p>{html.escape(_footer(result))}</p>
 </body></html>
 """
 
 
-def write_all(result: dict[str, Any], directory: Path) -> None:
-    (directory / "matrix.json").write_text(json.dumps(result, indent=2) + "\n")
+def write_all(result: MatrixResult, directory: Path) -> None:
+    result.write(directory / "matrix.json")
     (directory / "matrix.md").write_text(markdown(result))
     (directory / "matrix.html").write_text(html_page(result))
     (directory / "matrix.txt").write_text(terminal(result) + "\n")

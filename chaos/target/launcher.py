@@ -25,12 +25,14 @@ from typing import Any
 import psutil
 
 from chaos.errors import TargetError, UsageError
-from chaos.processes import GunicornMaster, heartbeat_ticked
+from chaos.target.processes import GunicornMaster, heartbeat_ticked
 
 log = logging.getLogger(__name__)
 
-TARGET_SIDE_DIR = Path(__file__).resolve().parent / "target_side"
+# Runs inside the deployment's own interpreter: put on its PYTHONPATH, never imported here.
+TARGET_SIDE_DIR = Path(__file__).resolve().parent / "side"
 PROBE_APP = "handshake_chaos_probe:app"
+PROBE_WS_PATH = "/ws/probe"  # the probe's route (handshake_chaos_probe.WS_PATH)
 MOUNTED_APP = "handshake_chaos_mount:app"
 WORKER_CLASS = "handshake_chaos_worker.ChaosUvicornWorker"
 WS_IMPLEMENTATIONS = ("auto", "wsproto", "websockets", "websockets-sansio")

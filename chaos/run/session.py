@@ -1,20 +1,19 @@
 """One chaos run: the deployment (embedded or external), controller, detection, metrics, summary.
 
-Independent of Locust so that the locustfile, ``soak`` and the tests drive it the
-same way. Background work runs in threads; under Locust's gevent monkey-patching
-those are greenlets, and their sleeps yield to the users.
+Independent of Locust so that the Locust plugin, ``controller`` and the tests drive it the
+same way. What differs between them is given to the constructor: how exposure is learned
+(``ExposureStrategy``) and where the run's counts are kept (``RunTotals``). Background work
+runs in threads; under Locust's gevent monkey-patching those are greenlets, and their
+sleeps yield to the users.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -23,52 +22,54 @@ import psutil
 from prometheus_client import CollectorRegistry
 
 from chaos import __version__
-from chaos.accounting import ClientRecorder, RunTotals
-from chaos.controller import ControllerState, RollingTermController, SignalRecord
-from chaos.detection import ServerDetector
+from chaos.detect.logfollow import FileTail
+from chaos.detect.server import ServerDetector
+from chaos.detect.totals import RunTotals
 from chaos.errors import ChaosError, UsageError
-from chaos.exposure import Address, HandshakeLedger, worker_peers
-from chaos.gate import GateResult, decide
-from chaos.launcher import Target, read_versions
-from chaos.logfollow import FileTail
-from chaos.metrics import ChaosMetrics, serve, totals
-from chaos.options import ChaosOptions
-from chaos.processes import GunicornMaster, read_pidfile
+from chaos.report.metrics import ChaosCollector, MetricsSnapshot, serve, totals
+from chaos.results import DEFAULT_MODE, Address, GateResult, RunSummary, SignalRecord, TargetSummary
+from chaos.run.controller import ControllerState, RollingTermController
+from chaos.run.exposure import ExposureStrategy
+from chaos.run.gate import decide
+from chaos.run.options import ChaosOptions
+from chaos.target.launcher import Target, read_versions
+from chaos.target.processes import GunicornMaster, read_pidfile, worker_peers
 
 log = logging.getLogger(__name__)
 
 _LOG_POLL_SECONDS = 0.25
-
-
-ExposureResolver = Callable[[SignalRecord, frozenset[Address]], "int | None"]
+_SUMMED_METRICS = ("handshake_chaos_handshakes", "handshake_chaos_shutdown_errors", "handshake_chaos_signals")
 
 
 class ChaosSession:
-    def __init__(self, options: ChaosOptions, host: str | None, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self,
+        options: ChaosOptions,
+        host: str | None,
+        *,
+        exposure: ExposureStrategy,
+        totals: RunTotals | None = None,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
         options.validate(host)
         self.options = options
         self.host = host
         self.embedded = not host
+        self.exposure = exposure
+        self.totals = totals if totals is not None else RunTotals()
         self.registry = registry if registry is not None else CollectorRegistry()
-        self.ledger = HandshakeLedger()
+        self.registry.register(ChaosCollector(self._metrics_snapshot))
         self.target: Target | None = None
         self.master: GunicornMaster | None = None
         self.listen_port: int | None = None
         self.versions: dict[str, Any] = {}
         self.release = options.release or "unknown"
-        self.metrics: ChaosMetrics | None = None
+        self.mode = DEFAULT_MODE
         self.metrics_url: str | None = None
-        self.totals = RunTotals()
-        self.recorder = ClientRecorder(options.http_rejection_is_error, sink=self.totals.add_client)
         self.detector: ServerDetector | None = None
-        self.controller: RollingTermController | None = None
+        # One state for the whole session: signal ids stay unique across controller restarts.
         self.controller_state = ControllerState()
-        # Local runs attribute exposure through this process's ledger; a Locust master
-        # replaces this with a broadcast to its workers.
-        self.exposure_resolver: ExposureResolver = self._resolve_locally
-        # Likewise the handshakes in flight right now: this process's, or the workers' sum.
-        self.pending_count: Callable[[], int] = lambda: len(self.ledger)
-        self.worker_exits: Counter[str] = Counter()
+        self._labelled = False
         self._log_positions: dict[int, tuple[int, int]] = {}
         self._unsettled: list[SignalRecord] = []
         self._stop_controller = threading.Event()
@@ -100,10 +101,7 @@ class ChaosSession:
                 self.versions = _versions_of(self.master)
             error_log = Path(self.options.server_log) if self.options.server_log else None
         self.release = self.options.release or str(self.versions.get("uvicorn") or "unknown")
-        self.metrics = ChaosMetrics(self.registry, self.release, self.options.ws)
-        self.totals.metrics = self.metrics
-        worker_class = self.target.worker_base() if self.target else "external"
-        self.metrics.set_target(self.versions, worker_class)
+        self._labelled = True
         self._serve_metrics()
         if error_log is not None:
             self.detector = ServerDetector(FileTail(error_log, from_start=self.embedded), self.totals.add_server)
@@ -127,20 +125,15 @@ class ChaosSession:
         self._threads.append(thread)
         return thread
 
-    def update_controller_options(self, options: ChaosOptions) -> None:
-        """New interval, jitter, min-alive and dry-run for the next controller start."""
-        self.options = dataclasses.replace(
-            self.options,
-            term_interval=options.term_interval,
-            term_jitter=options.term_jitter,
-            min_alive=options.min_alive,
-            dry_run=options.dry_run,
-        )
+    def reconfigure(self, options: ChaosOptions) -> None:
+        """Options for the next test start (load, controller, gate); the deployment keeps its own."""
+        options.validate(None if self.embedded else self.host)
+        self.options = options
 
     def start_controller(self) -> None:
         if self.master is None or self._controller_thread is not None:
             return
-        self.controller = RollingTermController(
+        controller = RollingTermController(
             self.master,
             self.options.controller_config(),
             snapshot=self._snapshot,
@@ -149,7 +142,6 @@ class ChaosSession:
             state=self.controller_state,
         )
         self._stop_controller.clear()
-        controller = self.controller
         self._controller_thread = self._spawn(lambda: _run(controller, self._stop_controller), "handshake-chaos-ctl")
 
     def controller_finished(self) -> bool:
@@ -166,6 +158,8 @@ class ChaosSession:
     def close(self) -> None:
         """Stops everything this session started; the counts stay readable."""
         self.stop_controller()
+        for record in self.records():
+            record.settled = True  # no more answers are coming: the metrics count every signal now
         if self.detector is not None:
             # Before the deployment stops: its own shutdown is not part of the run.
             self.detector.drain()
@@ -194,21 +188,12 @@ class ChaosSession:
 
     def _on_signal(self, record: SignalRecord, peers: frozenset[Address]) -> int | None:
         position = self._log_positions.pop(record.worker_pid, None)
-        if not record.dry_run:
-            if self.metrics is not None:
-                self.metrics.signal_sent(record.signal, record.role)
-            if self.detector is not None:
-                self.detector.open_window(record.worker_pid, position)
-        return self.exposure_resolver(record, peers)
-
-    def _resolve_locally(self, record: SignalRecord, peers: frozenset[Address]) -> int:
-        pending, late = self.ledger.mark(record.id, peers, record.time, commit=not record.dry_run)
-        self.recorder.caught_late(late)
-        return pending
+        if not record.dry_run and self.detector is not None:
+            self.detector.open_window(record.worker_pid, position)
+        return self.exposure.resolve(record, peers)
 
     def _on_replaced(self, record: SignalRecord) -> None:
-        if self.metrics is not None:
-            self.metrics.signal_settled(record.signal, record.role, record.pending, record.replacement_seconds)
+        record.settled = True
         if self.detector is not None:
             self.detector.poll()
             if self.detector.exit_kind(record.worker_pid) is None:
@@ -218,17 +203,11 @@ class ChaosSession:
         self._settle_exit(record)
 
     def _settle_exit(self, record: SignalRecord) -> None:
-        kind = (self.detector.exit_kind(record.worker_pid) if self.detector else None) or "unknown"
-        record.exit_kind = kind
-        self.worker_exits[kind] += 1
-        if self.metrics is not None:
-            self.metrics.worker_exited(kind)
+        record.exit_kind = (self.detector.exit_kind(record.worker_pid) if self.detector else None) or "unknown"
 
     def _background_loop(self) -> None:
         quiet_polls = 0
         while not self._stop_background.wait(_LOG_POLL_SECONDS):
-            if self.metrics is not None:
-                self.metrics.set_pending(self.pending_count())
             if self.detector is None:
                 continue
             quiet_polls = 0 if self.detector.poll() else quiet_polls + 1
@@ -241,65 +220,71 @@ class ChaosSession:
     def records(self) -> list[SignalRecord]:
         return self.controller_state.records
 
+    def worker_class(self) -> str:
+        return self.target.worker_base() if self.target else "external"
+
+    def _metrics_snapshot(self) -> MetricsSnapshot | None:
+        if not self._labelled:
+            return None
+        return MetricsSnapshot(
+            release=self.release,
+            ws=self.options.ws,
+            mode=self.mode,
+            versions=self.versions,
+            worker_class=self.worker_class(),
+            outcomes=self.totals.outcomes(),
+            errors=self.totals.error_rows(),
+            records=list(self.records()),
+            pending=self.exposure.pending(),
+        )
+
     def seen_pids(self) -> list[int]:
+        if not self.embedded:
+            return []
         pids: set[int] = set(self.target.seen_pids) if self.target else set()
-        if self.master is not None and self.embedded:
+        if self.master is not None:
             pids.add(self.master.pid)
         for record in self.records():
-            if self.embedded:
-                pids.add(record.worker_pid)
-                if record.replacement_pid:
-                    pids.add(record.replacement_pid)
+            pids.add(record.worker_pid)
+            if record.replacement_pid:
+                pids.add(record.replacement_pid)
         return sorted(pids)
 
     def gate(self) -> GateResult:
-        return decide(self.totals.error_rows(), self.controller_state.landed_with_pending, self.options.gate_policy())
+        signals = self.controller_state.summary()
+        return decide(self.totals.error_rows(), signals.landed_with_pending, self.options.gate_policy())
 
-    def summary(self) -> dict[str, Any]:
-        state = self.controller_state
-        records = state.records
-        return {
-            "release": self.release,
-            "ws": self.options.ws,
-            "versions": {**self.versions, "handshake_chaos": __version__},
-            "gate": self.gate().as_dict(),
-            "errors": self.totals.error_rows(),
-            "signals": {
-                "sent": state.sent,
-                "dry_run": len(records) - state.sent,
-                "landed_with_pending": state.landed_with_pending,
-                "pending_at_term": [record.pending for record in records],
-                "records": [record.as_dict() for record in records],
-            },
-            "outcomes": dict(sorted(self.totals.outcomes.items())),
-            "worker_exits": dict(sorted(self.worker_exits.items())),
-            "unattributed_server_errors": self.detector.unattributed_errors if self.detector else 0,
-            "target": {
-                "url": self.host,
-                "embedded": self.embedded,
-                "master_pid": self.master.pid if self.master else None,
-                "pids": self.seen_pids(),
-                "port": self.listen_port,
-                "error_log": str(self.detector.tail.path) if self.detector else None,
-            },
-            "metrics_url": self.metrics_url,
-            "metrics_totals": self._metrics_totals(),
-            "options": asdict(self.options),
-            "duration_seconds": round(time.time() - self.started, 3),
-        }
+    def summary(self) -> RunSummary:
+        signals = self.controller_state.summary()
+        exits = Counter(record.exit_kind for record in signals.records if record.exit_kind and not record.dry_run)
+        return RunSummary(
+            release=self.release,
+            ws=self.options.ws,
+            mode=self.mode,
+            versions={**self.versions, "handshake_chaos": __version__},
+            gate=self.gate(),
+            errors=self.totals.error_rows(),
+            signals=signals,
+            outcomes=self.totals.outcomes(),
+            worker_exits=dict(sorted(exits.items())),
+            unattributed_server_errors=self.detector.unattributed_errors if self.detector else 0,
+            target=TargetSummary(
+                url=self.host,
+                embedded=self.embedded,
+                master_pid=self.master.pid if self.master else None,
+                pids=self.seen_pids(),
+                port=self.listen_port,
+                error_log=str(self.detector.tail.path) if self.detector else None,
+            ),
+            metrics_url=self.metrics_url,
+            metrics_totals={name: sum(totals(self.registry, f"{name}_total", ()).values()) for name in _SUMMED_METRICS},
+            options=self.options.as_dict(),
+            duration_seconds=round(time.time() - self.started, 3),
+        )
 
-    def _metrics_totals(self) -> dict[str, float]:
-        """What /metrics says in total: the same counts as above, or a bug."""
-        return {
-            name: sum(totals(self.registry, f"{name}_total", ()).values())
-            for name in ("handshake_chaos_handshakes", "handshake_chaos_shutdown_errors", "handshake_chaos_signals")
-        }
-
-    def write_report(self, summary: dict[str, Any]) -> None:
+    def write_report(self, summary: RunSummary) -> None:
         if self.options.report_json:
-            path = Path(self.options.report_json)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(summary, indent=2) + "\n")
+            summary.write(Path(self.options.report_json))
 
 
 def _run(controller: RollingTermController, stop: threading.Event) -> None:

@@ -13,7 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from chaos import catalog
-from chaos.logfollow import FileTail, LogRecord
+from chaos.detect.logfollow import FileTail, LogRecord
+from chaos.results import ExitKind, Side
 
 Position = tuple[int, int]
 
@@ -25,7 +26,8 @@ _TIMEOUT = re.compile(r"WORKER TIMEOUT \(pid:(\d+)\)")
 _WORKER_EXITING = re.compile(r"Worker exiting \(pid: ?(\d+)\)")
 _EXCEPTION_LINE = re.compile(r"^([A-Za-z_][\w.]*)(?::|$)")
 _SHUTDOWN_SIGNALS = {"SIGTERM", "SIGINT", "SIGQUIT", "15", "2", "3"}
-EXIT_SEVERITY = {"clean": 0, "signalled": 1, "nonzero": 2, "crash": 3, "timeout": 4, "killed": 5}
+# A worker leaves several lines as it goes; the most severe names how it exited.
+EXIT_SEVERITY: dict[ExitKind, int] = {"clean": 0, "signalled": 1, "nonzero": 2, "crash": 3, "timeout": 4, "killed": 5}
 # Generic exception signatures are named after the exception type; past this many
 # distinct ones they share one label value, so a flood of odd errors stays bounded.
 MAX_GENERIC_SIGNATURES = 25
@@ -33,7 +35,7 @@ MAX_GENERIC_SIGNATURES = 25
 
 @dataclass(frozen=True)
 class DetectedError:
-    side: str
+    side: Side
     signature: str
     example: str
     reference: str | None
@@ -96,7 +98,7 @@ class ServerDetector:
         self.on_error = on_error
         self.classifier = Classifier()
         self._windows: dict[int, Position] = {}
-        self._exit_kinds: dict[int, str] = {}
+        self._exit_kinds: dict[int, ExitKind] = {}
         self.unattributed_errors = 0
         self._lock = threading.Lock()
 
@@ -180,13 +182,12 @@ class ServerDetector:
         self._exit(worker, "timeout")
         self.on_error(DetectedError("server", catalog.WORKER_TIMEOUT, line, None, worker))
 
-    def _exit(self, pid: int, kind: str) -> None:
-        # A worker leaves several lines as it goes (its crash, "Worker exiting", the
-        # master's verdict); the most severe one names how it exited.
-        if EXIT_SEVERITY[kind] > EXIT_SEVERITY.get(self._exit_kinds.get(pid, ""), -1):
+    def _exit(self, pid: int, kind: ExitKind) -> None:
+        previous = self._exit_kinds.get(pid)
+        if previous is None or EXIT_SEVERITY[kind] > EXIT_SEVERITY[previous]:
             self._exit_kinds[pid] = kind
 
-    def exit_kind(self, pid: int) -> str | None:
+    def exit_kind(self, pid: int) -> ExitKind | None:
         """How a worker whose shutdown was watched exited, as far as the log has said."""
         with self._lock:
             return self._exit_kinds.get(pid)

@@ -1,0 +1,1 @@
+"""The command line: ``handshake-chaos controller | soak | matrix``."""

@@ -1,0 +1,177 @@
+"""``handshake-chaos``: the command-line edge. Builds the options, validates everything, then acts."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+import configargparse
+
+from chaos import __version__
+from chaos.commands.matrix import MatrixConfig, MatrixSettings, run_matrix
+from chaos.commands.soak import SoakConfig, SoakSettings, run_soak, soak_exit_code
+from chaos.detect.client import ClientRecorder
+from chaos.errors import ChaosError, UsageError
+from chaos.optionmodel import add_to_parser, build, option
+from chaos.report.matrix_tables import terminal
+from chaos.results import ExitCode
+from chaos.run.exposure import LocalExposure
+from chaos.run.options import ChaosOptions
+from chaos.run.session import ChaosSession
+from chaos.target.processes import GunicornMaster, read_pidfile
+
+log = logging.getLogger("handshake-chaos")
+
+
+class _Parser(configargparse.ArgumentParser):  # type: ignore[misc]  # configargparse is untyped
+    """Bad usage is one line and exit 2, like every other bad input."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+class SignalFlag:
+    """Set from a signal handler; the handler does nothing else."""
+
+    def __init__(self) -> None:
+        self._set = False
+
+    def set(self, *_args: object) -> None:
+        self._set = True
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def wait(self, timeout: float | None = None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._set and (deadline is None or time.monotonic() < deadline):
+            time.sleep(0.05 if deadline is None else max(0.0, min(0.05, deadline - time.monotonic())))
+        return self._set
+
+
+class _Deadline(SignalFlag):
+    """A stop flag that also sets itself once ``seconds`` have passed."""
+
+    def __init__(self, seconds: float | None) -> None:
+        super().__init__()
+        self._end = None if seconds is None else time.monotonic() + seconds
+
+    def is_set(self) -> bool:
+        if self._end is not None and time.monotonic() >= self._end:
+            self._set = True
+        return self._set
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if self._end is not None:
+            remaining = max(0.0, self._end - time.monotonic())
+            timeout = remaining if timeout is None else min(timeout, remaining)
+        super().wait(timeout)
+        return self.is_set()
+
+
+_CONTROLLER = frozenset({"controller"})
+
+
+@dataclass(frozen=True)
+class ControllerSettings:
+    duration: float | None = option(
+        None, "--duration", "stop after this long (e.g. 45s, 10m)", duration=True, entry_points=_CONTROLLER
+    )
+    json: bool = option(False, "--json", "print the signal records as JSON at the end", entry_points=_CONTROLLER)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="handshake-chaos", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"handshake-chaos {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
+    subparsers = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    controller = subparsers.add_parser("controller", help="roll TERM through the workers of a running gunicorn master")
+    add_to_parser(controller, ChaosOptions, "controller")
+    add_to_parser(controller, ControllerSettings, "controller")
+    soak = subparsers.add_parser("soak", help="pre-release soak test of one release; exits with the gate's code")
+    add_to_parser(soak, SoakSettings, "soak")
+    add_to_parser(soak, ChaosOptions, "soak")
+    matrix = subparsers.add_parser("matrix", help="soaks over several releases and ws implementations, side by side")
+    add_to_parser(matrix, MatrixSettings, "matrix")
+    add_to_parser(matrix, SoakSettings, "matrix")
+    add_to_parser(matrix, ChaosOptions, "matrix")
+    return parser
+
+
+def run_soak_command(values: dict[str, Any]) -> int:
+    settings = build(SoakSettings, values, "soak")
+    options = build(ChaosOptions, values, "soak")
+    name = options.release or (Path(settings.uvicorn).name if settings.uvicorn else "current")
+    report_dir = Path(settings.report_dir or f"reports/soak-{name}-{options.ws}")
+    return soak_exit_code(run_soak(SoakConfig(settings, options, report_dir)))
+
+
+def run_matrix_command(values: dict[str, Any]) -> int:
+    matrix = build(MatrixSettings, values, "matrix")
+    settings = build(SoakSettings, values, "matrix")
+    report_dir = Path(settings.report_dir or "reports/matrix")
+    template = SoakConfig(settings, build(ChaosOptions, values, "matrix"), report_dir)
+    result = run_matrix(MatrixConfig(matrix, template, report_dir))
+    print(terminal(result))
+    print(f"report: {report_dir}/matrix.md, matrix.json, matrix.html")
+    return result.exit_code
+
+
+def run_controller(values: dict[str, Any]) -> int:
+    settings = build(ControllerSettings, values, "controller")
+    options = build(ChaosOptions, values, "controller")
+    if (options.target_pid is None) == (options.target_pidfile is None):
+        raise UsageError("give the gunicorn master as --pid or --pidfile (one of them)")
+    pid = options.target_pid if options.target_pid is not None else read_pidfile(options.target_pidfile or "")
+    master = GunicornMaster(pid)
+    listening = master.listen_address()
+    host = f"ws://{listening[0]}:{listening[1]}" if listening else "ws://127.0.0.1:0"
+    options.controller_config().validate(len(master.workers()))
+    session = ChaosSession(options, host, exposure=LocalExposure(ClientRecorder(options.http_rejection_is_error)))
+    stop = _Deadline(settings.duration)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, stop.set)
+    session.start()
+    try:
+        session.start_controller()
+        while not stop.wait(0.2) and not session.controller_finished():
+            pass
+    finally:
+        session.close()
+    summary = session.summary()
+    if settings.json:
+        print(json.dumps([record.to_json() for record in summary.signals.records], indent=2))
+    print(
+        f"signals sent: {summary.signals.sent}, would-send (dry-run): {summary.signals.dry_run}, "
+        f"server-side errors: {sum(row.count for row in summary.errors)}",
+        file=sys.stderr,
+    )
+    return ExitCode.PASS
+
+
+_COMMANDS = {"controller": run_controller, "soak": run_soak_command, "matrix": run_matrix_command}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        logging.basicConfig(
+            level=logging.DEBUG if args.verbose else logging.INFO,
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
+        return int(_COMMANDS[args.command](vars(args)))
+    except ChaosError as exc:
+        print(f"handshake-chaos: {exc}", file=sys.stderr)
+        return int(exc.exit_code)
+    except KeyboardInterrupt:
+        # Before a run started (a run stops gracefully and reports on its own).
+        print("handshake-chaos: interrupted", file=sys.stderr)
+        return int(ExitCode.SIGINT)

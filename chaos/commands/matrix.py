@@ -1,0 +1,161 @@
+"""``handshake-chaos matrix``: soaks over several releases and ws implementations, side by side.
+
+Each cell is one soak, prepared once. Exit 1 if a cell fails its gate unless that failure
+is expected: named with ``--expect-fail RELEASE[:WS]``, or, with ``--baseline-release``,
+showing only signatures the baseline release's cell of the same ws implementation also showed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from chaos.commands.soak import SoakConfig, prepare, run_soak
+from chaos.errors import ChaosError, UsageError
+from chaos.optionmodel import option
+from chaos.report.matrix_tables import write_all
+from chaos.results import ExitCode, MatrixCell, MatrixResult
+from chaos.target.environments import parse_version
+from chaos.target.launcher import WS_IMPLEMENTATIONS
+
+log = logging.getLogger(__name__)
+
+_MATRIX = frozenset({"matrix"})
+
+
+@dataclass(frozen=True)
+class MatrixSettings:
+    """The matrix's axes and expectations; each cell is a soak of the same settings and options."""
+
+    releases: list[str] = option(
+        [],
+        "--uvicorn",
+        "uvicorn versions ('latest', or a wheel/source dir)",
+        required=True,
+        scope="process",
+        entry_points=_MATRIX,
+    )
+    ws: list[str] = option(
+        ["wsproto", "websockets"],
+        "--ws",
+        "ws implementations",
+        choices=WS_IMPLEMENTATIONS,
+        scope="process",
+        entry_points=_MATRIX,
+    )
+    expect_fail: list[str] = option(
+        [], "--expect-fail", "cells expected to fail: RELEASE or RELEASE:WS", scope="process", entry_points=_MATRIX
+    )
+    baseline_release: str | None = option(
+        None,
+        "--baseline-release",
+        "fail other releases only on signatures this release's cells did not show",
+        scope="process",
+        entry_points=_MATRIX,
+    )
+
+
+@dataclass(frozen=True)
+class MatrixConfig:
+    matrix: MatrixSettings
+    soak: SoakConfig  # the template every cell is made from
+    report_dir: Path
+
+    def validate(self) -> None:
+        matrix = self.matrix
+        if not matrix.releases or not matrix.ws:
+            raise UsageError("matrix needs at least one --uvicorn and one --ws")
+        for release in matrix.releases:
+            if release != "latest" and "/" not in release and not release.endswith(".whl"):
+                parse_version(release, "--uvicorn")
+        cells = {(release, ws) for release in matrix.releases for ws in matrix.ws}
+        for item in matrix.expect_fail:
+            release, _, ws = item.partition(":")
+            if not release or (ws and ws not in WS_IMPLEMENTATIONS):
+                raise UsageError(f"--expect-fail takes RELEASE or RELEASE:WS, got {item!r}")
+            if not any(cell_release == release and (not ws or cell_ws == ws) for cell_release, cell_ws in cells):
+                raise UsageError(f"--expect-fail {item}: no such cell in this matrix")
+        if matrix.baseline_release is not None and matrix.baseline_release not in matrix.releases:
+            raise UsageError(f"--baseline-release {matrix.baseline_release} is not among --uvicorn")
+        self.cell(matrix.releases[0], matrix.ws[0]).validate()
+
+    def cell(self, release: str, ws: str) -> SoakConfig:
+        name = Path(release).name if "/" in release else release
+        return SoakConfig(
+            settings=dataclasses.replace(self.soak.settings, uvicorn=release),
+            options=dataclasses.replace(self.soak.options, ws=ws),
+            report_dir=self.report_dir / f"{name}-{ws}",
+        )
+
+
+def run_matrix(config: MatrixConfig) -> MatrixResult:
+    config.validate()
+    config.report_dir.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    cells: list[MatrixCell] = []
+    plan = [(release, ws) for release in config.matrix.releases for ws in config.matrix.ws]
+    for index, (release, ws) in enumerate(plan, start=1):
+        soak = config.cell(release, ws)
+        step = f"[{index}/{len(plan)}]"
+        try:
+            prepared = prepare(soak)
+        except UsageError as exc:
+            # The release does not have this ws implementation: say so and go on.
+            cells.append(MatrixCell.not_run(release, ws, "skipped", str(exc)))
+            print(f"{step} {release} {ws}: skipped ({exc})", flush=True)
+            continue
+        except ChaosError as exc:
+            cells.append(MatrixCell.not_run(release, ws, "error", str(exc)))
+            print(f"{step} {release} {ws}: error ({exc})", flush=True)
+            continue
+        print(f"{step} {prepared.release} {ws}: soaking for {soak.settings.duration:g}s...", flush=True)
+        cell = MatrixCell.of(release, run_soak(soak, prepared, quiet=True), soak.report_dir)
+        cells.append(cell)
+        print(
+            f"{step} {cell.release} {ws}: {cell.verdict} ({sum(cell.errors.values())} errors, "
+            f"{cell.signals.landed_with_pending}/{cell.signals.sent} TERMs with pending)",
+            flush=True,
+        )
+    judge_expectations(cells, config.matrix.expect_fail, config.matrix.baseline_release)
+    result = MatrixResult(
+        cells=cells,
+        wall_seconds=round(time.monotonic() - started, 1),
+        duration_per_cell_seconds=config.soak.settings.duration,
+        users=config.soak.settings.users,
+        baseline_release=config.matrix.baseline_release,
+        expect_fail=list(config.matrix.expect_fail),
+        exit_code=int(matrix_exit_code(cells)),
+    )
+    write_all(result, config.report_dir)
+    return result
+
+
+def judge_expectations(cells: list[MatrixCell], expect_fail: Sequence[str], baseline_release: str | None) -> None:
+    baseline = {c.ws: c for c in cells if baseline_release and c.uvicorn == baseline_release}
+    for cell in cells:
+        names = (cell.uvicorn, f"{cell.uvicorn}:{cell.ws}", cell.release, f"{cell.release}:{cell.ws}")
+        cell.expected_fail = any(item in names for item in expect_fail)
+        cell.new_signatures = []
+        if baseline_release is None or cell.verdict != "fail":
+            continue
+        if cell.uvicorn == baseline_release:
+            cell.expected_fail = True  # the baseline only informs
+            continue
+        known = set(baseline[cell.ws].errors) if cell.ws in baseline else set()
+        cell.new_signatures = sorted(set(cell.errors) - known)
+        if not cell.new_signatures:
+            cell.expected_fail = True
+
+
+def matrix_exit_code(cells: list[MatrixCell]) -> ExitCode:
+    if any(c.verdict == "fail" and not c.expected_fail for c in cells):
+        return ExitCode.FAIL
+    if any(c.status == "error" or c.verdict == "error" for c in cells):
+        return ExitCode.TARGET
+    if any(c.verdict == "inconclusive" for c in cells):
+        return ExitCode.INCONCLUSIVE
+    return ExitCode.PASS

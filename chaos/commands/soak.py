@@ -1,0 +1,316 @@
+"""``handshake-chaos soak``: the pre-release soak test of one release.
+
+Builds (or reuses) the release's environment, runs Locust headless on the packaged
+locustfile with the run's options forwarded, shows progress from its own ``/metrics``,
+and writes the report directory. Exits with the gate's code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.resources
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from chaos.errors import TargetError, UsageError
+from chaos.optionmodel import changed_args, declared, option
+from chaos.report.files import write_markdown_report
+from chaos.report.text import format_summary
+from chaos.results import DEFAULT_MODE, RunSummary, SignalsSummary, SoakRun
+from chaos.run.gate import verdict
+from chaos.run.options import ChaosOptions
+from chaos.target.environments import ReleaseSpec, build_environment
+from chaos.target.launcher import read_versions
+
+log = logging.getLogger(__name__)
+
+_PROGRESS_SECONDS = 5.0
+_SOAK_AND_MATRIX = frozenset({"soak", "matrix"})
+# The gate's own stop timeout for Locust's users, then margin for the report.
+_LOCUST_STOP_TIMEOUT = 10
+
+
+def locustfile() -> Path:
+    """The packaged locustfile: the same plugin ``locustfiles/handshake.py`` loads in a checkout."""
+    return Path(str(importlib.resources.files("chaos.locust_plugin") / "locustfile.py"))
+
+
+@dataclass(frozen=True)
+class SoakSettings:
+    """What a soak adds to the run's options: the release to build, and how long and hard to load it."""
+
+    uvicorn: str | None = option(
+        None,
+        "--uvicorn",
+        "uvicorn version, 'latest', a wheel or a source checkout (none: this interpreter's uvicorn)",
+        scope="process",
+        entry_points=frozenset({"soak"}),
+    )
+    duration: float = option(
+        60.0,
+        "--duration",
+        "run time of each soak (e.g. 45s, 10m)",
+        duration=True,
+        positive=True,
+        entry_points=_SOAK_AND_MATRIX,
+    )
+    users: int = option(100, "--users", "Locust users", minimum=1, entry_points=_SOAK_AND_MATRIX)
+    spawn_rate: float = option(
+        50.0, "--spawn-rate", "users started per second", positive=True, entry_points=_SOAK_AND_MATRIX
+    )
+    processes: int | None = option(
+        None, "--processes", "Locust worker processes (Locust's --processes)", minimum=1, entry_points=_SOAK_AND_MATRIX
+    )
+    report_dir: str | None = option(
+        None, "--report-dir", "where reports go (default: reports/...)", entry_points=_SOAK_AND_MATRIX
+    )
+    gunicorn: str | None = option(
+        None, "--gunicorn", "pin gunicorn instead of the release's contemporary", entry_points=_SOAK_AND_MATRIX
+    )
+    ws_version: str | None = option(
+        None, "--ws-version", "pin the ws library (websockets or wsproto)", entry_points=_SOAK_AND_MATRIX
+    )
+    constraint: str | None = option(
+        None, "--constraint", "pip constraints file for the environment", entry_points=_SOAK_AND_MATRIX
+    )
+    as_of: str | None = option(
+        None, "--as-of", "resolve dependencies as of this date instead", entry_points=_SOAK_AND_MATRIX
+    )
+    cache_dir: str | None = option(
+        None, "--cache-dir", "where release environments are kept", entry_points=_SOAK_AND_MATRIX
+    )
+
+
+@dataclass(frozen=True)
+class SoakConfig:
+    settings: SoakSettings
+    options: ChaosOptions
+    report_dir: Path
+
+    def validate(self) -> None:
+        if self.settings.uvicorn is not None and self.options.target_python is not None:
+            raise UsageError("give --uvicorn (build that release) or --target-python (use that interpreter), not both")
+        self.options.validate(host=None)
+        if not locustfile().is_file():
+            raise UsageError(f"the packaged locustfile is missing at {locustfile()}: reinstall handshake-chaos")
+        if self.settings.uvicorn is not None:
+            self.release_spec().validate()
+
+    def release_spec(self) -> ReleaseSpec:
+        assert self.settings.uvicorn is not None
+        return ReleaseSpec(
+            uvicorn=self.settings.uvicorn,
+            as_of=self.settings.as_of,
+            gunicorn=self.settings.gunicorn,
+            ws_version=self.settings.ws_version,
+            ws_library="wsproto" if self.options.ws == "wsproto" else "websockets",
+            constraint=self.settings.constraint,
+        )
+
+    @property
+    def cache_dir(self) -> Path | None:
+        return Path(self.settings.cache_dir) if self.settings.cache_dir else None
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A release ready to soak: its interpreter, versions and label (resolved once)."""
+
+    python: str
+    versions: dict[str, Any]
+    release: str
+
+
+def prepare(config: SoakConfig) -> Prepared:
+    """Validates, then builds or reuses the environment; raises before anything runs."""
+    config.validate()
+    if config.settings.uvicorn is not None:
+        environment = build_environment(config.release_spec(), config.cache_dir)
+        python = environment.python
+        log.info("%s environment %s", "reusing" if environment.reused else "built", environment.path)
+    else:
+        python = config.options.target_python or sys.executable
+    versions = read_versions(python)
+    ws = config.options.ws
+    if ws != "auto" and ws not in versions["ws_implementations"]:
+        raise UsageError(
+            f"uvicorn {versions['uvicorn']} has no ws implementation {ws!r} "
+            f"(it has: {', '.join(i for i in versions['ws_implementations'] if i != 'auto')})"
+        )
+    return Prepared(python, versions, config.options.release or str(versions["uvicorn"]))
+
+
+def locust_options(config: SoakConfig, prepared: Prepared) -> ChaosOptions:
+    """The run's options as the Locust process gets them."""
+    report = config.report_dir
+    return dataclasses.replace(
+        config.options,
+        target_python=prepared.python,
+        release=prepared.release,
+        run_dir=str(report / "server"),
+        report_json=str(report / "summary.json"),
+        gate=True,
+    )
+
+
+def locust_command(config: SoakConfig, prepared: Prepared) -> list[str]:
+    settings, report = config.settings, config.report_dir
+    command = [sys.executable, "-m", "locust", "-f", str(locustfile()), "--headless"]
+    command += ["-u", str(settings.users), "-r", f"{settings.spawn_rate:g}", "-t", f"{settings.duration:g}s"]
+    command += ["--stop-timeout", str(_LOCUST_STOP_TIMEOUT)]
+    command += ["--csv", str(report / "locust"), "--html", str(report / "locust.html")]
+    if settings.processes is not None:
+        command += ["--processes", str(settings.processes)]
+    return command + changed_args(locust_options(config, prepared), "locust")
+
+
+def _locust_environment() -> dict[str, str]:
+    """This environment without the option env vars: their values are on the command line already."""
+    option_vars = {item.env_var for cls in (ChaosOptions, SoakSettings) for item in declared(cls)}
+    return {key: value for key, value in os.environ.items() if key not in option_vars}
+
+
+def run_soak(config: SoakConfig, prepared: Prepared | None = None, quiet: bool = False) -> RunSummary:
+    """Runs one soak; returns its summary (``summary.gate.exit_code`` is the exit code)."""
+    prepared = prepared or prepare(config)
+    if config.options.metrics_port == 0:
+        # Any free port, but a known one: the progress lines read it.
+        port = _free_port(config.options.metrics_host)
+        config = dataclasses.replace(config, options=dataclasses.replace(config.options, metrics_port=port))
+    report = config.report_dir
+    try:
+        if report.exists():
+            shutil.rmtree(report / "server", ignore_errors=True)
+            (report / "summary.json").unlink(missing_ok=True)
+        report.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot use report directory {report}: {exc.strerror or exc}") from None
+    command = locust_command(config, prepared)
+    (report / "command.txt").write_text(" ".join(command) + "\n")
+    started = time.monotonic()
+    with open(report / "locust.log", "w") as output:
+        # Its own session: a Ctrl-C in the terminal reaches only us, and we forward one.
+        locust = subprocess.Popen(
+            command,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env=_locust_environment(),
+        )
+        try:
+            _watch(locust, config, started, quiet)
+        except KeyboardInterrupt:
+            _stop_gracefully(locust)
+    summary_path = report / "summary.json"
+    if summary_path.is_file():
+        summary = RunSummary.read(summary_path)
+    else:
+        summary = _error_summary(config, prepared, locust.returncode, report / "locust.log")
+    summary.soak = SoakRun(round(time.monotonic() - started, 1), locust.returncode, command)
+    summary.write(summary_path)
+    write_markdown_report(summary, report / "report.md")
+    if not quiet:
+        print(format_summary(summary), flush=True)
+        print(f"report: {report}/", flush=True)
+    return summary
+
+
+def _stop_gracefully(locust: subprocess.Popen[bytes]) -> None:
+    """Ctrl-C: Locust stops users, the deployment and writes its summary; nothing is lost."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the report short
+    try:
+        print("stopping: waiting for Locust to write its report...", file=sys.stderr, flush=True)
+        locust.send_signal(signal.SIGINT)
+        try:
+            locust.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            locust.kill()
+            locust.wait()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _watch(locust: subprocess.Popen[bytes], config: SoakConfig, started: float, quiet: bool) -> None:
+    options = config.options
+    url = f"http://{options.metrics_host}:{options.metrics_port}/metrics"
+    duration = config.settings.duration
+    # Bounded: Locust stops itself at --duration; this only waits past it with a margin.
+    deadline = started + duration + 300
+    next_progress = started + _PROGRESS_SECONDS
+    while locust.poll() is None:
+        if time.monotonic() > deadline:
+            log.error("locust did not stop within %.0fs of its run time; stopping it", 300)
+            locust.send_signal(signal.SIGINT)
+            locust.wait(timeout=60)
+            return
+        time.sleep(0.2)
+        if not quiet and time.monotonic() >= next_progress:
+            next_progress += _PROGRESS_SECONDS
+            _progress(url, time.monotonic() - started, duration)
+
+
+def _progress(url: str, elapsed: float, duration: float) -> None:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            text = response.read().decode()
+    except OSError:
+        print(f"  {elapsed:5.0f}s elapsed, {max(0.0, duration - elapsed):5.0f}s left (starting)", file=sys.stderr)
+        return
+    totals: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name.endswith("_total"):
+                totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
+    print(
+        f"  {elapsed:5.0f}s elapsed, {max(0.0, duration - elapsed):5.0f}s left: "
+        f"TERMs {totals.get('handshake_chaos_signals_total', 0):.0f}, "
+        f"handshakes {totals.get('handshake_chaos_handshakes_total', 0):.0f}, "
+        f"errors {totals.get('handshake_chaos_shutdown_errors_total', 0):.0f}",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def _error_summary(config: SoakConfig, prepared: Prepared, code: int | None, log_path: Path) -> RunSummary:
+    """Locust stopped before writing its summary: the target or the run could not start."""
+    lines = [line for line in log_path.read_text(errors="replace").splitlines() if "handshake-chaos:" in line]
+    reason = lines[-1].split("handshake-chaos:", 1)[-1].strip() if lines else f"locust exited with code {code}"
+    gate = verdict("error", reason)
+    if code in (2, 4):
+        gate.exit_code = code
+    return RunSummary(
+        release=prepared.release,
+        ws=config.options.ws,
+        mode=DEFAULT_MODE,
+        versions=prepared.versions,
+        gate=gate,
+        errors=[],
+        signals=SignalsSummary(),
+        outcomes={},
+    )
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def soak_exit_code(summary: RunSummary) -> int:
+    code = summary.gate.exit_code
+    if code not in (0, 1, 2, 3, 4, 130, 143):
+        raise TargetError(f"unexpected gate exit code {code}")
+    return code

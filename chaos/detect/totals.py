@@ -1,0 +1,53 @@
+"""The run's counts, kept exactly once (the local runner, or the Locust master).
+
+The summary, the gate and ``/metrics`` all read from here, so they cannot disagree.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+
+from chaos import catalog
+from chaos.detect.client import ClientDelta
+from chaos.detect.server import DetectedError
+from chaos.results import ErrorRow, Side
+
+
+class RunTotals:
+    """Outcomes of every handshake attempt, and every handshake-time shutdown error by side and signature."""
+
+    def __init__(self) -> None:
+        self._outcomes: Counter[str] = Counter()
+        self._errors: dict[tuple[Side, str], ErrorRow] = {}
+        self._lock = threading.Lock()
+
+    def add_client(self, delta: ClientDelta) -> None:
+        with self._lock:
+            self._outcomes.update(delta.outcomes)
+            for signature, count in delta.errors.items():
+                row = self._row("client", signature, None)
+                row.count += count
+                row.example = row.example or delta.examples.get(signature, "")
+
+    def add_server(self, error: DetectedError) -> None:
+        with self._lock:
+            row = self._row("server", error.signature, error.reference)
+            row.count += 1
+            row.example = row.example or error.example
+
+    def _row(self, side: Side, signature: str, reference: str | None) -> ErrorRow:
+        key = (side, signature)
+        if key not in self._errors:
+            self._errors[key] = ErrorRow(side, signature, 0, "", reference or catalog.reference(signature))
+        return self._errors[key]
+
+    def outcomes(self) -> dict[str, int]:
+        with self._lock:
+            return dict(sorted(self._outcomes.items()))
+
+    def error_rows(self) -> list[ErrorRow]:
+        """Server side first, then by count: the order every table shows."""
+        with self._lock:
+            rows = [ErrorRow(r.side, r.signature, r.count, r.example, r.reference) for r in self._errors.values()]
+        return sorted(rows, key=lambda r: (r.side != "server", -r.count, r.signature))

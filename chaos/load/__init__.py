@@ -1,0 +1,1 @@
+"""The load: one websocket handshake held pending over one socket, and the in-flight ledger."""

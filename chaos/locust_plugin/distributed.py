@@ -1,0 +1,72 @@
+"""Locust's distributed mode: the master owns the run, workers judge their own handshakes.
+
+At each signal the master sends the signalled worker's client addresses to every Locust
+worker; each marks the handshakes of its own that the signal caught and answers with how
+many. Workers send their counts inside Locust's own stats reports, so the master's totals
+equal Locust's request count: nothing is counted twice or lost.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chaos.detect.client import ClientDelta, ClientRecorder
+from chaos.detect.totals import RunTotals
+from chaos.load.ledger import HandshakeLedger
+from chaos.results import Address, SignalRecord
+
+TERM_MESSAGE = "handshake_chaos_term"
+EXPOSURE_MESSAGE = "handshake_chaos_exposure"
+REPORT_KEY = "handshake_chaos"
+
+
+class BroadcastExposure:
+    """The master's exposure strategy: ask every worker, add up the answers as they arrive."""
+
+    def __init__(self, runner: Any) -> None:
+        self.runner = runner
+        self._asked: dict[int, SignalRecord] = {}
+        self._pending_by_worker: dict[str, int] = {}
+        runner.register_message(EXPOSURE_MESSAGE, self._on_answer)
+
+    def resolve(self, record: SignalRecord, peers: frozenset[Address]) -> None:
+        if not record.dry_run:
+            self._asked[record.id] = record
+            data = {"id": record.id, "time": record.time, "peers": [list(peer) for peer in peers]}
+            self.runner.send_message(TERM_MESSAGE, data)
+        return None
+
+    def pending(self) -> int:
+        return sum(self._pending_by_worker.values())
+
+    def _on_answer(self, environment: Any, msg: Any, **_kwargs: Any) -> None:
+        record = self._asked.get(int(msg.data["id"]))
+        if record is not None:
+            record.pending += int(msg.data["pending"])
+
+    def worker_report(self, totals: RunTotals, client_id: str, data: dict[str, Any]) -> None:
+        """A worker's stats report: its counts since the last one, and its handshakes in flight."""
+        report = data.get(REPORT_KEY)
+        if report is None:
+            return
+        totals.add_client(ClientDelta.from_dict(report))
+        self._pending_by_worker[client_id] = int(report.get("pending", 0))
+
+
+class WorkerSide:
+    """A Locust worker's part: answer the master's signals, hand over counts with each report."""
+
+    def __init__(self, runner: Any, ledger: HandshakeLedger, recorder: ClientRecorder) -> None:
+        self.ledger = ledger
+        self.recorder = recorder
+        runner.register_message(TERM_MESSAGE, self._on_signal)
+
+    def _on_signal(self, environment: Any, msg: Any, **_kwargs: Any) -> None:
+        data = msg.data
+        peers = frozenset((str(host), int(port)) for host, port in data["peers"])
+        pending, late = self.ledger.mark(int(data["id"]), peers, float(data["time"]))
+        self.recorder.caught_late(late)
+        environment.runner.send_message(EXPOSURE_MESSAGE, {"id": data["id"], "pending": pending})
+
+    def report(self, data: dict[str, Any]) -> None:
+        data[REPORT_KEY] = {**self.recorder.take().to_dict(), "pending": len(self.ledger)}

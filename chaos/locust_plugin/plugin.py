@@ -1,0 +1,188 @@
+"""Locust users that hold websocket handshakes pending while a controller signals the workers.
+
+Registers the handshake-chaos options on Locust's parser (and its web UI), starts the run
+at ``init``, re-reads the test-scope options at every test start (what a user edited in
+the web UI's start form), and stops everything at ``quitting`` with the summary and, with
+``--gate``, the gate's exit code.
+
+In distributed mode (``--master``/``--worker``, ``--processes``) the master owns the
+deployment, the controller, the log follower and the metrics; workers judge their own
+handshakes (``chaos.locust_plugin.distributed``).
+"""
+
+from __future__ import annotations
+
+# Locust first: it monkey-patches the standard library for gevent.
+import locust  # noqa: F401
+from locust import User, constant, events, task
+from locust.exception import StopUser
+from locust.runners import MasterRunner, WorkerRunner
+
+import logging
+import random
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+import gevent
+
+from chaos.detect.client import ClientRecorder
+from chaos.detect.totals import RunTotals
+from chaos.errors import ChaosError
+from chaos.load.client import HandshakeResult, LoadProfile, hold_one
+from chaos.load.ledger import HandshakeLedger
+from chaos.locust_plugin.distributed import BroadcastExposure, WorkerSide
+from chaos.optionmodel import add_to_locust, build, with_test_scope
+from chaos.report.text import format_summary
+from chaos.results import REFUSED
+from chaos.run.exposure import ExposureStrategy, LocalExposure
+from chaos.run.options import ChaosOptions
+from chaos.run.session import ChaosSession
+
+log = logging.getLogger("handshake-chaos")
+# A connection that fails at once (refused, nothing listening) must not become a hot loop.
+_FAST_FAILURE_BACKOFF_SECONDS = 0.5
+
+
+class HandshakeFailed(Exception):
+    """How Locust's failure table names a handshake that did not end in an accept."""
+
+
+@dataclass
+class _ProcessPart:
+    """This Locust process's part of the run (Locust's events are process-wide)."""
+
+    options: ChaosOptions = field(default_factory=ChaosOptions)
+    profile: LoadProfile = field(default_factory=LoadProfile)
+    session: ChaosSession | None = None  # local runner or master
+    ledger: HandshakeLedger = field(default_factory=HandshakeLedger)
+    recorder: ClientRecorder | None = None
+    broadcast: BroadcastExposure | None = None
+    worker: WorkerSide | None = None
+    attempts: int = 0
+    rng: random.Random = field(default_factory=random.Random)
+
+    def use(self, options: ChaosOptions) -> None:
+        self.options = options
+        self.profile = options.load_profile()
+
+
+_PART = _ProcessPart()
+
+
+@events.init_command_line_parser.add_listener
+def _add_options(parser: Any) -> None:
+    add_to_locust(parser, ChaosOptions)
+
+
+@events.init.add_listener
+def _on_init(environment: Any, runner: Any, **_kwargs: Any) -> None:
+    try:
+        options = build(ChaosOptions, vars(environment.parsed_options), "locust")
+        _PART.use(options)
+        if isinstance(runner, WorkerRunner):
+            options.validate(host="ws://the-master-decides")
+            _PART.recorder = ClientRecorder(options.http_rejection_is_error)
+            _PART.worker = WorkerSide(runner, _PART.ledger, _PART.recorder)
+            return
+        totals = RunTotals()
+        exposure: ExposureStrategy
+        if isinstance(runner, MasterRunner):
+            exposure = _PART.broadcast = BroadcastExposure(runner)
+        else:
+            local = LocalExposure(ClientRecorder(options.http_rejection_is_error, sink=totals.add_client), _PART.ledger)
+            _PART.recorder = local.recorder
+            exposure = local
+        _PART.session = ChaosSession(options, environment.host or None, exposure=exposure, totals=totals)
+        environment.host = _PART.session.start()
+    except ChaosError as exc:
+        log.error("handshake-chaos: %s", exc)
+        if _PART.session is not None:
+            _PART.session.close()
+        sys.exit(exc.exit_code)
+    kind = "embedded" if _PART.session.embedded else "external"
+    log.info("handshake-chaos: target %s (%s)", environment.host, kind)
+
+
+@events.report_to_master.add_listener
+def _report_to_master(client_id: str, data: dict[str, Any], **_kwargs: Any) -> None:
+    if _PART.worker is not None:
+        _PART.worker.report(data)
+
+
+@events.worker_report.add_listener
+def _worker_report(client_id: str, data: dict[str, Any], **_kwargs: Any) -> None:
+    if _PART.session is not None and _PART.broadcast is not None:
+        _PART.broadcast.worker_report(_PART.session.totals, client_id, data)
+
+
+@events.test_start.add_listener
+def _on_test_start(environment: Any, **_kwargs: Any) -> None:
+    # The web UI's start form may have changed the test-scope options since start-up: they
+    # take effect now (the deployment itself is already running with its own).
+    try:
+        options = with_test_scope(_PART.options, vars(environment.parsed_options))
+        if _PART.session is not None:
+            _PART.session.reconfigure(options)
+    except ChaosError as exc:
+        log.error("handshake-chaos: %s (keeping the previous options)", exc)
+    else:
+        _PART.use(options)
+        log.info(
+            "handshake-chaos: test start with term interval %gs, max signals %s, hold %gs",
+            options.term_interval,
+            "unbounded" if options.max_signals is None else options.max_signals,
+            options.hold_seconds,
+        )
+    if _PART.session is not None:
+        _PART.session.start_controller()
+
+
+@events.test_stop.add_listener
+def _on_test_stop(environment: Any, **_kwargs: Any) -> None:
+    if _PART.session is not None:
+        _PART.session.stop_controller()
+
+
+@events.quitting.add_listener
+def _on_quitting(environment: Any, **_kwargs: Any) -> None:
+    session, _PART.session = _PART.session, None
+    if session is None:
+        return
+    session.close()
+    summary = session.summary()
+    session.write_report(summary)
+    print(format_summary(summary), flush=True)
+    if _PART.options.gate:
+        environment.process_exit_code = summary.gate.exit_code
+
+
+class HandshakeUser(User):
+    """Opens a handshake to the probe route, holds it while it is pending, reports how it ended."""
+
+    wait_time = constant(0)
+
+    @task
+    def hold_one_handshake(self) -> None:
+        if _PART.attempts >= _PART.options.max_handshakes:
+            raise StopUser()
+        _PART.attempts += 1
+        result = hold_one(self.environment.host, _PART.profile, _PART.rng, _PART.ledger)
+        if _PART.recorder is not None:
+            _PART.recorder.finished(result)
+        self._report(result)
+        if result.outcome == REFUSED or result.outcome.startswith("os_error_"):
+            gevent.sleep(_FAST_FAILURE_BACKOFF_SECONDS)
+
+    def _report(self, result: HandshakeResult) -> None:
+        failed = not result.accepted
+        self.environment.events.request.fire(
+            request_type="WS",
+            name=result.outcome,
+            response_time=result.handshake_seconds * 1000,
+            response_length=result.response_bytes,
+            exception=HandshakeFailed(f"{result.outcome}: {result.detail}" if result.detail else result.outcome)
+            if failed
+            else None,
+            context={"status": result.status, "close_code": result.close_code, "exposed_by": result.exposed_by},
+        )

@@ -1,0 +1,281 @@
+"""How an option is declared once and everything else is derived from it.
+
+An option is a dataclass field made with ``option(...)``: its type comes from the annotation,
+its default from the field, and the rest (flag, help, choices, bounds, when it takes effect,
+which entry points have it) from the metadata. From that one declaration come:
+
+- the Locust parser and its web UI form (``add_to_locust``), with env vars;
+- the ``soak``/``matrix``/``controller`` flags (``add_to_parser``);
+- the conversion of whatever arrives (command line, env var, the web UI's form, which posts
+  every field as a string and blanks as ``""``) into typed values, with one clear line on
+  bad input (``build``);
+- the forwarding of a run's options to a Locust process (``to_args``).
+
+Values travel as text until ``build``: one conversion path for every door.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import types
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+
+import configargparse
+
+from chaos.errors import UsageError
+from chaos.timespan import parse_timespan
+
+EntryPoint = Literal["locust", "soak", "matrix", "controller"]
+# When a new value takes effect: at the next test start (editable in Locust's web UI), or only
+# when the process starts (the deployment is already running by then).
+Scope = Literal["test", "process"]
+RUN: frozenset[EntryPoint] = frozenset({"locust", "soak", "matrix"})
+ENV_PREFIX = "HANDSHAKE_CHAOS_"
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class OptionMeta:
+    flag: str
+    help: str
+    scope: Scope = "test"
+    entry_points: frozenset[EntryPoint] = RUN
+    aliases: tuple[str, ...] = ()
+    choices: tuple[str, ...] | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+    positive: bool = False  # strictly above zero
+    duration: bool = False  # text like 45s, 10m, read with Locust's own parser
+    defaults: Mapping[str, Any] = field(default_factory=dict)  # per entry point, where one differs
+    required: bool = False
+
+
+def option(default: Any, flag: str, help: str, **meta: Any) -> Any:
+    """A dataclass field that is also a command-line option (see the module doc)."""
+    factory = {"default_factory": lambda: list(default)} if isinstance(default, list) else {"default": default}
+    return field(**factory, metadata={"option": OptionMeta(flag, help, **meta)})
+
+
+@dataclass(frozen=True)
+class Declared:
+    """One option, resolved from its dataclass field."""
+
+    name: str
+    meta: OptionMeta
+    default: Any
+    base: type
+    optional: bool
+    many: bool
+
+    @property
+    def env_var(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+    @property
+    def flags(self) -> tuple[str, ...]:
+        return (self.meta.flag, *self.meta.aliases)
+
+    def default_for(self, entry: str) -> Any:
+        return self.meta.defaults.get(entry, self.default)
+
+    def text(self, value: Any) -> str:
+        """A value as it is typed on a command line (and shown in the web UI)."""
+        if value is None:
+            return ""
+        if self.meta.duration:
+            return f"{value:g}s"
+        if isinstance(value, float):
+            return f"{value:g}"
+        return str(value)
+
+    def convert(self, raw: Any, entry: str) -> Any:
+        """A typed value from text (or an already typed value); blank means the default."""
+        if raw is None or (isinstance(raw, str) and not raw.strip()):
+            return None if self.optional else self.default_for(entry)
+        if self.many:
+            items = raw if isinstance(raw, list | tuple) else str(raw).replace(",", " ").split()
+            return [self._one(item) for item in items]
+        return self._one(raw)
+
+    def _one(self, raw: Any) -> Any:
+        meta = self.meta
+        text = raw.strip() if isinstance(raw, str) else raw
+        value: Any
+        if self.base is bool:
+            if isinstance(text, bool):
+                return text
+            lowered = str(text).lower()
+            if lowered not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+                raise UsageError(f"{meta.flag}: expected true or false, got {raw!r}")
+            return lowered in ("true", "1", "yes", "on")
+        if meta.duration:
+            value = float(parse_timespan(str(text), meta.flag))
+        elif self.base is int:
+            try:
+                value = int(text)
+            except (TypeError, ValueError):
+                raise UsageError(f"{meta.flag}: expected a whole number, got {raw!r}") from None
+        elif self.base is float:
+            try:
+                value = float(text)
+            except (TypeError, ValueError):
+                raise UsageError(f"{meta.flag}: expected a number, got {raw!r}") from None
+            if not math.isfinite(value):
+                raise UsageError(f"{meta.flag}: expected a finite number, got {raw!r}")
+        else:
+            value = str(text)
+        if meta.choices is not None and value not in meta.choices:
+            raise UsageError(f"{meta.flag}: unknown value {value!r} (choose from {', '.join(meta.choices)})")
+        self._check_bounds(value)
+        return value
+
+    def _check_bounds(self, value: Any) -> None:
+        meta = self.meta
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            return
+        if meta.positive and value <= 0:
+            raise UsageError(f"{meta.flag}: must be above 0, got {value:g}")
+        if meta.minimum is not None and value < meta.minimum:
+            raise UsageError(f"{meta.flag}: must be at least {meta.minimum:g}, got {value:g}")
+        if meta.maximum is not None and value > meta.maximum:
+            raise UsageError(f"{meta.flag}: must be at most {meta.maximum:g}, got {value:g}")
+
+
+def _unwrap(hint: Any) -> tuple[type, bool, bool]:
+    optional = False
+    if get_origin(hint) in (Union, types.UnionType):
+        members = [arg for arg in get_args(hint) if arg is not type(None)]
+        optional = len(members) < len(get_args(hint))
+        hint = members[0]
+    many = get_origin(hint) in (list, tuple)
+    if many:
+        hint = get_args(hint)[0]
+    if get_origin(hint) is Literal:
+        hint = type(get_args(hint)[0])
+    return hint, optional, many
+
+
+@cache
+def declared(cls: type) -> tuple[Declared, ...]:
+    """Every option a dataclass declares, in declaration order."""
+    hints = get_type_hints(cls)
+    found = []
+    for item in dataclasses.fields(cls):
+        meta = item.metadata.get("option")
+        if meta is None:
+            continue
+        base, optional, many = _unwrap(hints[item.name])
+        default = item.default_factory() if item.default_factory is not dataclasses.MISSING else item.default
+        found.append(Declared(item.name, meta, default, base, optional, many))
+    return tuple(found)
+
+
+def declared_on(cls: type, entry: str) -> list[Declared]:
+    return [d for d in declared(cls) if entry in d.meta.entry_points]
+
+
+def build(cls: Callable[..., T], values: Mapping[str, Any], entry: str) -> T:
+    """An options object from raw values (``vars(namespace)``, a form): converted, defaults for blanks."""
+    kwargs = {}
+    for item in declared_on(cls, entry):  # type: ignore[arg-type]
+        raw = values.get(item.name)
+        if item.meta.required and (raw is None or raw == "" or raw == []):
+            raise UsageError(f"{item.meta.flag} is required")
+        kwargs[item.name] = item.convert(raw, entry)
+    return cls(**kwargs)
+
+
+def changed_args(options: object, entry: str = "locust") -> list[str]:
+    """The command-line arguments that give ``options`` to an ``entry`` process (non-defaults only)."""
+    args: list[str] = []
+    for item in declared_on(type(options), entry):
+        value = getattr(options, item.name)
+        if value == item.default_for(entry):
+            continue
+        if item.base is bool:
+            args += [item.meta.flag] if value else []
+        elif item.many:
+            args += [item.meta.flag, *(item.text(v) for v in value)]
+        else:
+            args += [item.meta.flag, item.text(value)]
+    return args
+
+
+def _help(item: Declared, entry: str) -> str:
+    default = item.default_for(entry)
+    shown = "off" if item.base is bool and not default else item.text(default) if not item.many else " ".join(default)
+    return f"{item.meta.help} (default: {shown or 'none'})"
+
+
+def add_to_parser(parser: argparse.ArgumentParser, cls: type, entry: str) -> None:
+    """The options ``cls`` declares for ``entry``, on a handshake-chaos command's parser.
+
+    Values stay text here (``build`` converts them), so every bad value is one clear line.
+    """
+    for item in declared_on(cls, entry):
+        kwargs: dict[str, Any] = {"dest": item.name, "help": _help(item, entry)}
+        if isinstance(parser, configargparse.ArgumentParser):
+            kwargs["env_var"] = item.env_var
+        if item.base is bool:
+            kwargs.update(action="store_true", default=item.default_for(entry))
+        else:
+            kwargs["default"] = None
+            if item.many:
+                kwargs["nargs"] = "*" if not item.meta.required else "+"
+            if item.meta.choices is not None:
+                kwargs["metavar"] = "{" + ",".join(item.meta.choices) + "}"
+        parser.add_argument(*item.flags, **kwargs)
+
+
+def add_to_locust(parser: Any, cls: type) -> None:
+    """The options ``cls`` declares for Locust, on Locust's parser (``init_command_line_parser``).
+
+    Test-scope options appear in the web UI's start form with their defaults as text;
+    process-scope ones are not offered there (editing them could not take effect).
+    """
+    group = parser.add_argument_group("handshake-chaos", "handshake-chaos options (docs/options.md)")
+    for item in declared_on(cls, "locust"):
+        default = item.default_for("locust")
+        kwargs: dict[str, Any] = {"dest": item.name, "env_var": item.env_var, "help": _help(item, "locust")}
+        if item.base is bool:
+            kwargs.update(action="store_true", default=default)
+        else:
+            kwargs["default"] = item.text(default)
+            if item.meta.choices is not None and item.meta.scope == "test":
+                kwargs["choices"] = item.meta.choices  # a select in the web UI
+        action = group.add_argument(*item.flags, **kwargs)
+        # A group's add_argument is argparse's own, not Locust's: mark the action for the web UI here.
+        action.include_in_web_ui = item.meta.scope == "test"
+        action.is_secret = action.is_required = action.is_multiple = False
+
+
+def test_scope_names(cls: type) -> frozenset[str]:
+    return frozenset(item.name for item in declared(cls) if item.meta.scope == "test")
+
+
+def with_test_scope(current: T, values: Mapping[str, Any], entry: str = "locust") -> T:
+    """``current`` with its test-scope options re-read from ``values`` (the web UI's form)."""
+    fresh = build(type(current), values, entry)
+    names = test_scope_names(type(current))
+    return dataclasses.replace(current, **{name: getattr(fresh, name) for name in names})  # type: ignore[type-var]
+
+
+def reference_table(cls: type, entry: str) -> list[tuple[str, str, str, str]]:
+    """(flags, default, env var, help) of each option, for the generated docs."""
+    rows = []
+    for item in declared_on(cls, entry):
+        default = item.default_for(entry)
+        shown = (
+            "off"
+            if item.base is bool and not default
+            else (" ".join(default) if item.many else item.text(default)) or "-"
+        )
+        scope = "" if entry != "locust" or item.meta.scope == "test" else " (at start only)"
+        rows.append((", ".join(item.flags), shown, item.env_var, item.meta.help + scope))
+    return rows

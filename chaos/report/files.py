@@ -1,0 +1,67 @@
+"""Report files of a soak: ``report.md`` beside ``summary.json``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from chaos.results import RunSummary
+
+_VERSION_KEYS = ("uvicorn", "gunicorn", "uvicorn_worker", "websockets", "wsproto", "h11", "python", "handshake_chaos")
+
+
+def _exposure(pending: list[int]) -> str:
+    if not pending:
+        return "none"
+    return f"min {min(pending)}, mean {sum(pending) / len(pending):.1f}, max {max(pending)}"
+
+
+def _seconds(value: float | None) -> str:
+    return "" if value is None else f"{value:.2f}"
+
+
+def markdown_report(summary: RunSummary) -> str:
+    gate = summary.gate
+    signals = summary.signals
+    lines = [
+        f"# handshake-chaos soak: {summary.release} ({summary.ws}, {summary.mode})",
+        "",
+        f"**Gate: {gate.verdict}** (exit {gate.exit_code}): {gate.reason}",
+        "",
+        "| component | version |",
+        "|---|---|",
+    ]
+    lines += [f"| {key} | {summary.versions[key]} |" for key in _VERSION_KEYS if summary.versions.get(key)]
+    lines += [
+        "",
+        "## Handshake-time shutdown errors",
+        "",
+        "| side | signature | count | example | reference |",
+        "|---|---|---:|---|---|",
+    ]
+    for row in summary.errors:
+        example = (row.example or "").replace("|", "\\|")[:160]
+        lines.append(f"| {row.side} | `{row.signature}` | {row.count} | {example} | {row.reference or ''} |")
+    if not summary.errors:
+        lines.append("| | none | 0 | | |")
+    lines += [
+        "",
+        "## Signals",
+        "",
+        f"- sent: {signals.sent}, landed on a worker holding pending handshakes: {signals.landed_with_pending}",
+        f"- pending handshakes at each TERM: {_exposure(signals.pending_at_term)}",
+        "",
+        "| # | worker | pending | worker exited after (s) | replacement ready after (s) | exit |",
+        "|---:|---:|---:|---:|---:|---|",
+    ]
+    for record in signals.records:
+        lines.append(
+            f"| {record.id} | {record.worker_pid} | {record.pending} | {_seconds(record.worker_exit_seconds)} | "
+            f"{_seconds(record.replacement_seconds)} | {record.exit_kind or ''} |"
+        )
+    lines += ["", "## Outcomes", "", "| outcome | count |", "|---|---:|"]
+    lines += [f"| {outcome} | {count} |" for outcome, count in summary.outcomes.items()]
+    return "\n".join(lines) + "\n"
+
+
+def write_markdown_report(summary: RunSummary, path: Path) -> None:
+    path.write_text(markdown_report(summary))

@@ -1,0 +1,179 @@
+"""The Prometheus metrics of a run, computed from its live totals at scrape time.
+
+A prometheus_client ``Collector`` on an injected registry: every scrape reads the same
+totals and signal records the summary and the gate read, so ``/metrics`` and
+``summary.json`` cannot disagree. Names and label keys of the first four are fixed by the
+contract; ``release``, ``ws`` and ``mode`` are on every run series; label values are bounded
+(no pids, no connection ids).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from chaos import catalog
+from chaos.results import EXIT_KINDS, PRECREATED_OUTCOMES, ErrorRow, SignalRecord, bounded_outcome
+
+TARGET_INFO_KEYS = ("uvicorn", "gunicorn", "python", "websockets", "wsproto", "h11", "uvicorn_worker", "worker_class")
+EXPOSURE_BUCKETS = (0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
+REPLACEMENT_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60)
+RUN_LABELS = ("release", "ws", "mode")
+
+
+@dataclass(frozen=True)
+class MetricsSnapshot:
+    """What a scrape shows: the run's labels and its totals right now."""
+
+    release: str
+    ws: str
+    mode: str
+    versions: Mapping[str, Any]
+    worker_class: str
+    outcomes: Mapping[str, int]
+    errors: Sequence[ErrorRow]
+    records: Sequence[SignalRecord]
+    pending: int
+
+
+class ChaosCollector(Collector):
+    """Yields the run's metric families from ``snapshot()`` (None before the run has its labels)."""
+
+    def __init__(self, snapshot: Callable[[], MetricsSnapshot | None]) -> None:
+        self.snapshot = snapshot
+
+    def collect(self) -> Iterator[Metric]:
+        snapshot = self.snapshot()
+        if snapshot is None:
+            return
+        run = [snapshot.release, snapshot.ws, snapshot.mode]
+        yield _errors(run, snapshot.errors)
+        yield _handshakes(run, snapshot.outcomes)
+        sent = [record for record in snapshot.records if not record.dry_run]
+        settled = [record for record in sent if record.settled]
+        yield _by_signal("handshake_chaos_signals", "Signals sent by the controller, by signal and role.", run, sent)
+        yield _by_signal(
+            "handshake_chaos_signals_landed_with_pending",
+            "Signals that landed on a worker holding at least one pending handshake.",
+            run,
+            [record for record in settled if record.pending > 0],
+        )
+        yield _target_info(snapshot)
+        pending = GaugeMetricFamily(
+            "handshake_chaos_pending_handshakes",
+            "Handshakes in flight (request sent, no response yet) right now.",
+            labels=RUN_LABELS,
+        )
+        pending.add_metric(run, snapshot.pending)
+        yield pending
+        yield _histogram(
+            "handshake_chaos_term_exposure_handshakes",
+            "Pending handshakes held by a worker at the moment it was signalled.",
+            run,
+            EXPOSURE_BUCKETS,
+            [record.pending for record in settled],
+        )
+        yield _histogram(
+            "handshake_chaos_worker_replacement_seconds",
+            "From the signal to the replacement worker being ready.",
+            run,
+            REPLACEMENT_BUCKETS,
+            [record.replacement_seconds for record in settled if record.replacement_seconds is not None],
+        )
+        exits = CounterMetricFamily(
+            "handshake_chaos_worker_exits",
+            "Exits of signalled workers, by kind (clean, signalled, nonzero, crash, timeout, killed).",
+            labels=[*RUN_LABELS, "kind"],
+        )
+        counted = Counter(record.exit_kind for record in sent if record.exit_kind is not None)
+        for kind in EXIT_KINDS:
+            exits.add_metric([*run, kind], counted.get(kind, 0))
+        yield exits
+
+
+def _errors(run: list[str], rows: Iterable[ErrorRow]) -> Metric:
+    family = CounterMetricFamily(
+        "handshake_chaos_shutdown_errors",
+        "Handshake-time shutdown errors, by side (server log or client wire) and signature.",
+        labels=[*RUN_LABELS, "side", "signature"],
+    )
+    counts: Counter[tuple[str, str]] = Counter()
+    # A clean run shows zeros rather than no series at all.
+    for signature in (*(entry.signature for entry in catalog.CATALOG), *catalog.GENERIC_SERVER_SIGNATURES):
+        counts[("server", signature)] += 0
+    for signature in catalog.CLIENT_SIGNATURES:
+        counts[("client", signature)] += 0
+    for row in rows:
+        counts[(row.side, row.signature)] += row.count
+    for (side, signature), count in sorted(counts.items()):
+        family.add_metric([*run, side, signature], count)
+    return family
+
+
+def _handshakes(run: list[str], outcomes: Mapping[str, int]) -> Metric:
+    family = CounterMetricFamily(
+        "handshake_chaos_handshakes", "Handshake attempts by outcome.", labels=[*RUN_LABELS, "outcome"]
+    )
+    counts: Counter[str] = Counter({outcome: 0 for outcome in PRECREATED_OUTCOMES})
+    for outcome, count in outcomes.items():
+        counts[bounded_outcome(outcome)] += count
+    for outcome, count in sorted(counts.items()):
+        family.add_metric([*run, outcome], count)
+    return family
+
+
+def _by_signal(name: str, documentation: str, run: list[str], records: Iterable[SignalRecord]) -> Metric:
+    family = CounterMetricFamily(name, documentation, labels=[*RUN_LABELS, "signal", "role"])
+    counts: Counter[tuple[str, str]] = Counter({("TERM", "worker"): 0})
+    for record in records:
+        counts[(record.signal, record.role)] += 1
+    for (signal, role), count in sorted(counts.items()):
+        family.add_metric([*run, signal, role], count)
+    return family
+
+
+def _target_info(snapshot: MetricsSnapshot) -> Metric:
+    family = GaugeMetricFamily(
+        "handshake_chaos_target_info", "What is under test (always 1).", labels=["release", "ws", *TARGET_INFO_KEYS]
+    )
+    values = [str(snapshot.versions.get(key) or "none") for key in TARGET_INFO_KEYS if key != "worker_class"]
+    family.add_metric([snapshot.release, snapshot.ws, *values, snapshot.worker_class], 1)
+    return family
+
+
+def _histogram(
+    name: str, documentation: str, run: list[str], bounds: Sequence[float], values: Sequence[float]
+) -> Metric:
+    family = HistogramMetricFamily(name, documentation, labels=RUN_LABELS)
+    buckets = [(_bound(bound), float(sum(1 for value in values if value <= bound))) for bound in bounds]
+    buckets.append(("+Inf", float(len(values))))
+    family.add_metric(run, buckets, sum_value=float(sum(values)))
+    return family
+
+
+def _bound(bound: float) -> str:
+    return f"{float(bound)}"
+
+
+def serve(registry: CollectorRegistry, host: str, port: int) -> Any:
+    """Serves ``/metrics`` in a background thread; returns the server (``shutdown()`` stops it)."""
+    server, _thread = start_http_server(port, addr=host, registry=registry)
+    return server
+
+
+def totals(registry: CollectorRegistry, name: str, by: Iterable[str]) -> dict[tuple[str, ...], float]:
+    """Sums of a metric's samples grouped by label keys ``by`` (for summaries and tests)."""
+    keys = tuple(by)
+    grouped: dict[tuple[str, ...], float] = {}
+    for family in registry.collect():
+        for sample in family.samples:
+            if sample.name == name:
+                group = tuple(sample.labels.get(key, "") for key in keys)
+                grouped[group] = grouped.get(group, 0.0) + sample.value
+    return grouped

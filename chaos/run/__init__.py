@@ -1,0 +1,1 @@
+"""One run: its options, the controller that signals workers, the exposure strategy, the gate, the session."""

@@ -1,0 +1,43 @@
+"""The gate: pass, fail, or inconclusive, with the contract's exit codes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from chaos.errors import UsageError
+from chaos.results import VERDICT_EXIT_CODES, ErrorRow, GateResult, Verdict
+
+
+@dataclass(frozen=True)
+class GatePolicy:
+    """``allow`` tolerates up to N errors of a signature (e.g. a known, accepted failure)."""
+
+    allow: Mapping[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, allowances: Iterable[str]) -> GatePolicy:
+        allow: dict[str, int] = {}
+        for item in allowances:
+            signature, _, count = item.partition("=")
+            if not signature.strip() or not count.strip().isdigit():
+                raise UsageError(f"--allow takes SIGNATURE=COUNT, got {item!r}")
+            allow[signature.strip()] = int(count)
+        return cls(allow)
+
+
+def verdict(name: Verdict, reason: str, failing: Iterable[str] = ()) -> GateResult:
+    return GateResult(name, int(VERDICT_EXIT_CODES[name]), reason, list(failing))
+
+
+def decide(error_rows: Iterable[ErrorRow], landed_with_pending: int, policy: GatePolicy) -> GateResult:
+    per_signature: dict[str, int] = {}
+    for row in error_rows:
+        per_signature[row.signature] = per_signature.get(row.signature, 0) + row.count
+    failing = sorted(sig for sig, count in per_signature.items() if count > policy.allow.get(sig, 0) and count > 0)
+    if failing:
+        total = sum(per_signature[sig] for sig in failing)
+        return verdict("fail", f"{total} handshake-time shutdown errors: {', '.join(failing)}", failing)
+    if landed_with_pending == 0:
+        return verdict("inconclusive", "no signal landed on a worker holding pending handshakes")
+    return verdict("pass", f"{landed_with_pending} signals landed with pending handshakes, no errors")

@@ -1,0 +1,225 @@
+"""The options of one chaos run, each declared once (see ``chaos.optionmodel``).
+
+Built at the edge (Locust's parser, the ``soak``/``matrix``/``controller`` commands), validated
+as a whole, then passed explicitly; the pieces below (target, controller, load, gate) get
+their own small configs derived from it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from chaos.errors import UsageError
+from chaos.load.client import LoadProfile
+from chaos.optionmodel import RUN, option
+from chaos.run.controller import SIGNALS, ControllerConfig
+from chaos.run.gate import GatePolicy
+from chaos.target.launcher import PROBE_WS_PATH, WS_IMPLEMENTATIONS, TargetConfig
+
+_CONTROLLED = RUN | {"controller"}
+_LOCUST_AND_CONTROLLER = frozenset({"locust", "controller"})
+
+
+@dataclass(frozen=True)
+class ChaosOptions:
+    # -- the load: each Locust user holds one handshake at a time ------------------------
+    hold_seconds: float = option(
+        2.0, "--hold-seconds", "how long the probe app keeps each handshake pending", minimum=0, maximum=60
+    )
+    hold_jitter: float = option(
+        0.5, "--hold-jitter", "spread of each hold time, as a fraction of it", minimum=0, maximum=1
+    )
+    keep_open_seconds: float = option(
+        1.0, "--keep-open-seconds", "how long a user keeps an accepted websocket open", minimum=0
+    )
+    ws_path: str = option(PROBE_WS_PATH, "--ws-path", "path of the websocket route the users open")
+    connect_timeout: float = option(5.0, "--connect-timeout", "TCP connect timeout, seconds", positive=True)
+    handshake_timeout: float = option(
+        30.0, "--handshake-timeout", "seconds to wait for the handshake response, beyond the hold", positive=True
+    )
+    max_handshakes: int = option(
+        1_000_000, "--max-handshakes", "upper bound of handshake attempts per Locust process", minimum=1
+    )
+    # -- the deployment (embedded: started by the tool) -----------------------------------
+    ws: str = option(
+        "auto",
+        "--ws",
+        "uvicorn ws implementation (the embedded deployment's; the ws label otherwise)",
+        scope="process",
+        entry_points=frozenset({"locust", "soak", "controller"}),
+        choices=WS_IMPLEMENTATIONS,
+        defaults={"soak": "wsproto"},
+    )
+    workers: int = option(2, "--workers", "gunicorn workers of the embedded deployment", scope="process", minimum=1)
+    graceful_timeout: int = option(
+        10, "--graceful-timeout", "gunicorn --graceful-timeout of the embedded deployment", scope="process", minimum=0
+    )
+    target_python: str | None = option(
+        None,
+        "--target-python",
+        "interpreter whose environment runs the embedded deployment (default: this one)",
+        scope="process",
+        entry_points=frozenset({"locust", "soak"}),
+    )
+    app: str | None = option(
+        None,
+        "--app",
+        "your ASGI app (module:attr) for the embedded deployment; the probe route is mounted beside it",
+        scope="process",
+    )
+    run_dir: str | None = option(
+        None,
+        "--run-dir",
+        "keep the embedded deployment's logs in this directory",
+        scope="process",
+        entry_points=frozenset({"locust"}),
+    )
+    # -- the controller ---------------------------------------------------------------------
+    term_interval: float = option(
+        3.0, "--term-interval", "seconds between signals", entry_points=_CONTROLLED, aliases=("--interval",), minimum=0
+    )
+    term_jitter: float = option(
+        1.0,
+        "--term-jitter",
+        "random extra seconds added to each interval",
+        entry_points=_CONTROLLED,
+        aliases=("--jitter",),
+        minimum=0,
+    )
+    min_alive: int = option(
+        1, "--min-alive", "never signal when fewer workers than this would be left", entry_points=_CONTROLLED, minimum=0
+    )
+    max_signals: int | None = option(
+        None, "--max-signals", "stop rolling after this many signals per test run", entry_points=_CONTROLLED, minimum=0
+    )
+    dry_run: bool = option(
+        False, "--dry-run", "log the signals the controller would send, send none", entry_points=_CONTROLLED
+    )
+    signal_name: str = option(
+        "TERM",
+        "--signal",
+        "signal the controller sends to each worker",
+        entry_points=frozenset({"controller"}),
+        choices=tuple(SIGNALS),
+    )
+    target_pid: int | None = option(
+        None,
+        "--target-pid",
+        "gunicorn master pid of the --host deployment, whose workers to roll",
+        scope="process",
+        entry_points=_LOCUST_AND_CONTROLLER,
+        aliases=("--pid",),
+        minimum=1,
+    )
+    target_pidfile: str | None = option(
+        None,
+        "--target-pidfile",
+        "gunicorn pidfile of the --host deployment",
+        scope="process",
+        entry_points=_LOCUST_AND_CONTROLLER,
+        aliases=("--pidfile",),
+    )
+    server_log: str | None = option(
+        None,
+        "--server-log",
+        "error log of the --host deployment, for server-side detection",
+        scope="process",
+        entry_points=_LOCUST_AND_CONTROLLER,
+    )
+    # -- labels, metrics, the gate ------------------------------------------------------------
+    release: str | None = option(
+        None,
+        "--release",
+        "release label of the metrics and reports (default: the uvicorn version)",
+        scope="process",
+        entry_points=frozenset({"locust", "soak", "controller"}),
+    )
+    metrics_host: str = option(
+        "127.0.0.1", "--metrics-host", "address of the /metrics endpoint", scope="process", entry_points=_CONTROLLED
+    )
+    metrics_port: int = option(
+        9646,
+        "--metrics-port",
+        "port of the /metrics endpoint (0: any free port)",
+        scope="process",
+        entry_points=_CONTROLLED,
+        minimum=0,
+        maximum=65535,
+    )
+    gate: bool = option(
+        False,
+        "--gate",
+        "exit 1 on handshake-time shutdown errors, 3 when no signal caught a pending handshake",
+        entry_points=frozenset({"locust"}),
+    )
+    http_rejection_is_error: bool = option(
+        False,
+        "--http-rejection-is-error",
+        "count an HTTP rejection of a caught handshake as an error",
+        scope="process",
+    )
+    allow: str = option("", "--allow", "errors the gate tolerates: SIGNATURE=N[,SIGNATURE=N]")
+    report_json: str | None = option(
+        None,
+        "--chaos-report-json",
+        "write the run summary (summary.json) to this file",
+        scope="process",
+        entry_points=frozenset({"locust"}),
+    )
+
+    def validate(self, host: str | None) -> None:
+        """Checks that span several options; each option's own range was checked when it was read."""
+        if not self.ws_path.startswith("/"):
+            raise UsageError(f"--ws-path must start with '/', got {self.ws_path!r}")
+        if self.target_pid is not None and self.target_pidfile is not None:
+            raise UsageError("give the target master as a pid or a pidfile, not both")
+        if host and urlsplit(host).scheme not in ("ws", "wss", "http", "https"):
+            raise UsageError(f"--host must be a ws:// or http:// URL, got {host!r}")
+        if not host and (self.target_pid is not None or self.target_pidfile is not None):
+            raise UsageError("a target master pid/pidfile needs --host pointing at that deployment")
+        if self.app is not None and ":" not in self.app:
+            raise UsageError(f"--app must look like module:attribute, got {self.app!r}")
+        self.gate_policy()
+        self.controller_config().validate(None if host else self.workers)
+        if not host:
+            self.target_config().validate()
+
+    def gate_policy(self) -> GatePolicy:
+        return GatePolicy.parse(item for item in self.allow.split(",") if item.strip())
+
+    def controller_config(self) -> ControllerConfig:
+        return ControllerConfig(
+            interval=self.term_interval,
+            jitter=self.term_jitter,
+            min_alive=self.min_alive,
+            dry_run=self.dry_run,
+            max_signals=self.max_signals,
+            signal_name=self.signal_name,
+            replacement_timeout=max(60.0, self.graceful_timeout + 30.0),
+        )
+
+    def target_config(self) -> TargetConfig:
+        kwargs: dict[str, Any] = {"ws": self.ws, "workers": self.workers, "graceful_timeout": self.graceful_timeout}
+        if self.target_python:
+            kwargs["python"] = self.target_python
+        if self.app:
+            kwargs["app"] = self.app
+        if self.run_dir:
+            kwargs["run_dir"] = Path(self.run_dir)
+        return TargetConfig(**kwargs)
+
+    def load_profile(self) -> LoadProfile:
+        return LoadProfile(
+            hold_seconds=self.hold_seconds,
+            hold_jitter=self.hold_jitter,
+            keep_open_seconds=self.keep_open_seconds,
+            ws_path=self.ws_path,
+            connect_timeout=self.connect_timeout,
+            handshake_timeout=self.handshake_timeout,
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
