@@ -22,9 +22,9 @@ import time  # noqa: E402
 import gevent  # noqa: E402
 import psutil  # noqa: E402
 
-from chaos.exposure import HandshakeLedger  # noqa: E402
-from chaos.launcher import Target, TargetConfig  # noqa: E402
-from chaos.wsclient import hold_handshake  # noqa: E402
+from chaos.load.client import hold_handshake  # noqa: E402
+from chaos.load.ledger import HandshakeLedger  # noqa: E402
+from chaos.target.launcher import Target, TargetConfig  # noqa: E402
 
 
 def main() -> None:
@@ -47,7 +47,8 @@ def main() -> None:
         held = len(ledger)
         fds = me.num_fds() - fds_before
         rss = me.memory_info().rss - rss_before
-        server_fds = sum(w.num_fds() for w in target.master.workers())
+        assert target.master is not None
+        server_fds: int = sum(w.num_fds() for w in target.master.workers())
         print(f"held pending handshakes:        {held} of {count} (ramp {ramp:.1f}s)")
         print(f"client fds per held handshake:  {fds / max(held, 1):.2f}")
         print(f"client memory per handshake:    {rss / max(held, 1) / 1024:.1f} KiB (rss +{rss / 2**20:.0f} MiB)")

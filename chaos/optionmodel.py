@@ -53,6 +53,8 @@ class OptionMeta:
     positive: bool = False  # strictly above zero
     duration: bool = False  # text like 45s, 10m, read with Locust's own parser
     defaults: Mapping[str, Any] = field(default_factory=dict)  # per entry point, where one differs
+    what: str = "value"  # what a value is, for the one-line error ("unknown implementation ...")
+    choices_named: str = "choose from"
     required: bool = False
 
 
@@ -131,7 +133,9 @@ class Declared:
         else:
             value = str(text)
         if meta.choices is not None and value not in meta.choices:
-            raise UsageError(f"{meta.flag}: unknown value {value!r} (choose from {', '.join(meta.choices)})")
+            raise UsageError(
+                f"{meta.flag}: unknown {meta.what} {value!r} ({meta.choices_named} {', '.join(meta.choices)})"
+            )
         self._check_bounds(value)
         return value
 

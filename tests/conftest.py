@@ -9,7 +9,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from chaos.launcher import Target, TargetConfig, read_versions
+from chaos.target.launcher import Target, TargetConfig, read_versions
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -60,29 +60,36 @@ def start_target(tmp_path: Path) -> Iterator[Callable[..., Target]]:
         target.stop()
 
 
+def local_session(options, host: str | None = None):  # type: ignore[no-untyped-def]
+    """A session whose users run in this process (as a local Locust runner's do)."""
+    from chaos.detect.client import ClientRecorder
+    from chaos.detect.totals import RunTotals
+    from chaos.run.exposure import LocalExposure
+    from chaos.run.session import ChaosSession
+
+    totals = RunTotals()
+    recorder = ClientRecorder(options.http_rejection_is_error, sink=totals.add_client)
+    return ChaosSession(options, host, exposure=LocalExposure(recorder), totals=totals)
+
+
 def drive_load(session, users: int, seconds: float) -> None:  # type: ignore[no-untyped-def]
-    """Real handshakes against a started session from ``users`` threads, for ``seconds``."""
+    """Real handshakes against a started local session from ``users`` threads, for ``seconds``."""
     import random
     import threading
 
-    from chaos.options import handshake_url
-    from chaos.wsclient import hold_handshake
+    from chaos.load.client import hold_one
 
     deadline = time.monotonic() + seconds
-    options = session.options
+    profile = session.options.load_profile()
+    exposure = session.exposure
 
     def user(seed: int) -> None:
         rng = random.Random(seed)
         for _ in range(10_000):  # bounded in count as well as in time
             if time.monotonic() >= deadline:
                 return
-            result = hold_handshake(
-                handshake_url(session.host, options, rng),
-                handshake_timeout=options.hold_seconds * 2 + 10,
-                keep_open=options.keep_open_seconds,
-                ledger=session.ledger,
-            )
-            session.recorder.finished(result)
+            result = hold_one(session.host, profile, rng, exposure.ledger)
+            exposure.recorder.finished(result)
             if result.outcome == "refused":
                 time.sleep(0.2)
 
@@ -113,3 +120,24 @@ def scrape(url: str) -> str:
 
     with urllib.request.urlopen(url, timeout=5) as response:
         return str(response.read().decode())
+
+
+def read_summary(path: Path) -> dict:  # type: ignore[type-arg]
+    """A written summary.json, validated against the schema in docs/ (the contract CI jobs parse)."""
+    import json
+
+    import jsonschema
+
+    summary = json.loads(Path(path).read_text())
+    schema = json.loads((ROOT / "docs" / "summary.schema.json").read_text())
+    jsonschema.validate(summary, schema)
+    return summary  # type: ignore[no-any-return]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that builds (or looks up) a past uvicorn release goes through ``release_cache``:
+    it is a ``real_release`` test and needs the package index (``network``)."""
+    for item in items:
+        if "release_cache" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.real_release)
+            item.add_marker(pytest.mark.network)

@@ -44,6 +44,8 @@ class MatrixSettings:
         "--ws",
         "ws implementations",
         choices=WS_IMPLEMENTATIONS,
+        what="implementation",
+        choices_named="uvicorn's ws implementations are",
         scope="process",
         entry_points=_MATRIX,
     )

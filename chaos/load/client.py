@@ -23,7 +23,6 @@ from websockets.uri import parse_uri
 
 from chaos.load.ledger import HandshakeLedger
 from chaos.results import (
-    Address,
     ACCEPTED,
     BAD_RESPONSE,
     DROPPED,
@@ -32,6 +31,7 @@ from chaos.results import (
     RESET,
     TIMEOUT,
     TRUNCATED,
+    Address,
     closed_outcome,
     http_outcome,
     os_error_outcome,

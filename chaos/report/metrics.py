@@ -40,6 +40,7 @@ class MetricsSnapshot:
     errors: Sequence[ErrorRow]
     records: Sequence[SignalRecord]
     pending: int
+    controller_running: bool = False
 
 
 class ChaosCollector(Collector):
@@ -72,6 +73,13 @@ class ChaosCollector(Collector):
         )
         pending.add_metric(run, snapshot.pending)
         yield pending
+        running = GaugeMetricFamily(
+            "handshake_chaos_controller_running",
+            "1 while the controller is rolling signals through the workers, else 0.",
+            labels=RUN_LABELS,
+        )
+        running.add_metric(run, 1 if snapshot.controller_running else 0)
+        yield running
         yield _histogram(
             "handshake_chaos_term_exposure_handshakes",
             "Pending handshakes held by a worker at the moment it was signalled.",

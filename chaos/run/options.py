@@ -52,6 +52,8 @@ class ChaosOptions:
         entry_points=frozenset({"locust", "soak", "controller"}),
         choices=WS_IMPLEMENTATIONS,
         defaults={"soak": "wsproto"},
+        what="implementation",
+        choices_named="uvicorn's ws implementations are",
     )
     workers: int = option(2, "--workers", "gunicorn workers of the embedded deployment", scope="process", minimum=1)
     graceful_timeout: int = option(
@@ -104,6 +106,7 @@ class ChaosOptions:
         "signal the controller sends to each worker",
         entry_points=frozenset({"controller"}),
         choices=tuple(SIGNALS),
+        what="signal",
     )
     target_pid: int | None = option(
         None,

@@ -236,6 +236,7 @@ class ChaosSession:
             errors=self.totals.error_rows(),
             records=list(self.records()),
             pending=self.exposure.pending(),
+            controller_running=self._controller_thread is not None and self._controller_thread.is_alive(),
         )
 
     def seen_pids(self) -> list[int]:

@@ -11,10 +11,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from chaos import catalog
-from chaos.detection import Classifier, DetectedError, ServerDetector, snake_case
-from chaos.logfollow import FileTail, LogRecord, RecordParser
+from chaos.detect.logfollow import FileTail, LogRecord, RecordParser
+from chaos.detect.server import Classifier, DetectedError, ServerDetector, snake_case
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).resolve().parent.parent / "data"
 RECORDED = {
     # Logs of real gunicorn masters, each with one worker TERMed while it held
     # pending handshakes (tests/data/README.md says how they were made).

@@ -8,24 +8,31 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 import urllib.parse
 
 import pytest
 
-from chaos.dashboard import dashboard, render
-from chaos.environments import ReleaseSpec, build_environment
-from tests.conftest import ROOT, assert_gone, free_port, scrape, wait_until
+from chaos.report.dashboard import dashboard, render
+from chaos.target.environments import ReleaseSpec, build_environment
+from tests.conftest import ROOT, assert_gone, free_port, read_summary, scrape, wait_until
 
 DASHBOARDS = ROOT / "dashboards"
 PROMETHEUS = shutil.which("prometheus")
 PROMTOOL = shutil.which("promtool")
+# Grafana's step and $__interval for a few minutes' range at its default resolution.
+_STEP_SECONDS = 2
 
 
-def _queries(board: dict) -> list[tuple[str, str]]:
-    """(where, PromQL) of every panel target and every Prometheus annotation."""
-    found = [(f"panel {p['id']} {p['title']} [{t['refId']}]", t["expr"]) for p in board["panels"] for t in p["targets"]]
+def _queries(board: dict) -> list[tuple[str, str, bool]]:
+    """(where, PromQL, instant) of every panel target and every Prometheus annotation."""
+    found = [
+        (f"panel {p['id']} {p['title']} [{t['refId']}]", t["expr"], bool(t.get("instant")))
+        for p in board["panels"]
+        for t in p["targets"]
+    ]
     found += [
-        (f"annotation {a['name']}", a["expr"])
+        (f"annotation {a['name']}", a["expr"], False)
         for a in board["annotations"]["list"]
         if a.get("datasource")
         != {
@@ -53,7 +60,7 @@ def test_dashboard_structure_provisions_as_it_is():
         assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, panel["title"]
         for target in panel["targets"]:
             assert target["datasource"]["uid"] == "${datasource}"
-    for where, expr in _queries(board):
+    for where, expr, _instant in _queries(board):
         for window in re.findall(r"\brate\([^\[]*\[([^\]]+)\]", expr):
             assert window == "$__rate_interval", where
         assert "$release" in expr and "$ws" in expr, where
@@ -74,8 +81,13 @@ def test_promtool_accepts_config_and_rules():
         assert "SUCCESS" in done.stdout + done.stderr
 
 
-def _query(prometheus_url: str, expr: str) -> list[dict]:
-    url = f"{prometheus_url}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+def _query(prometheus_url: str, expr: str, over: tuple[float, float] | None = None) -> list[dict]:
+    """An instant query, or with ``over=(start, end)`` a range query the way Grafana runs a panel."""
+    if over is None:
+        url = f"{prometheus_url}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+    else:
+        params = {"query": expr, "start": f"{over[0]:.3f}", "end": f"{over[1]:.3f}", "step": f"{_STEP_SECONDS}"}
+        url = f"{prometheus_url}/api/v1/query_range?" + urllib.parse.urlencode(params)
     answer = json.loads(scrape(url))
     assert answer["status"] == "success", answer
     return list(answer["data"]["result"])
@@ -110,15 +122,16 @@ def prometheus_scraping_a_real_run(tmp_path, release_cache):
     locust_command += ["--metrics-port", str(metrics_port), "--chaos-report-json", str(tmp_path / "report.json")]
     locust = subprocess.Popen(locust_command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{prometheus_port}"
+    started = time.time()
     try:
         wait_until(lambda: _ready(url), 60, "prometheus ready")
-        yield url
+        yield url, started
     finally:
         locust.send_signal(signal.SIGINT)
         locust.wait(timeout=120)
         prometheus.terminate()
         prometheus.wait(timeout=60)
-    assert_gone(json.loads((tmp_path / "report.json").read_text())["target"]["pids"])
+    assert_gone(read_summary(tmp_path / "report.json")["target"]["pids"])
 
 
 def _ready(url: str) -> bool:
@@ -129,7 +142,7 @@ def _ready(url: str) -> bool:
 
 
 def test_every_panel_query_returns_data_from_a_real_prometheus(prometheus_scraping_a_real_run):
-    url = prometheus_scraping_a_real_run
+    url, started = prometheus_scraping_a_real_run
     wait_until(
         lambda: (
             _query(url, "sum(handshake_chaos_shutdown_errors_total) > 0")
@@ -141,16 +154,19 @@ def test_every_panel_query_returns_data_from_a_real_prometheus(prometheus_scrapi
     )
     board = dashboard()
     release = re.escape("0.19.0").replace("\\", "\\\\")
+    # The dashboard's time range is the run so far, as a user looking at it now would have it.
+    end = time.time()
+    run_range = (started, end)
     series_counts = {}
-    for where, expr in _queries(board):
+    for where, expr, instant in _queries(board):
         promql = (
             expr.replace("$__rate_interval", "20s")
-            .replace("$__interval", "10s")
-            .replace("$__range", "10m")
+            .replace("$__interval", f"{_STEP_SECONDS}s")
+            .replace("$__range", f"{int(end - started) + 1}s")
             .replace("$release", release)
             .replace("$ws", "wsproto")
         )
-        result = _query(url, promql)
+        result = _query(url, promql, None if instant else run_range)
         assert result, f"{where} returned no data: {promql}"
         for series in result:
             assert _grouping(expr) <= set(series["metric"]), (where, series["metric"])

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from chaos.matrix import _judge_expectations, matrix_exit_code
+from chaos.commands.matrix import judge_expectations, matrix_exit_code
+from chaos.results import MatrixCell
+from tests.conftest import read_summary
 
 CLI = [sys.executable, "-m", "chaos"]
 FAST = ["--hold-seconds", "1", "--term-interval", "1", "--term-jitter", "0.5", "--metrics-port", "0"]
@@ -31,7 +33,7 @@ def test_soak_0_19_0_wsproto_fails_on_596(tmp_path, release_cache):
         tmp_path,
     )
     assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
-    summary = json.loads((report / "summary.json").read_text())
+    summary = read_summary(report / "summary.json")
     assert summary["release"] == "0.19.0" and summary["ws"] == "wsproto"
     assert summary["gate"] == summary["gate"] | {"verdict": "fail", "exit_code": 1}
     assert _signatures(summary).get("uvicorn_596_wsproto_close_during_handshake", 0) > 0
@@ -50,7 +52,7 @@ def test_soak_0_20_0_wsproto_has_none_of_596(tmp_path, release_cache):
         tmp_path,
     )
     assert done.returncode in (0, 1), done.stderr[-2000:]
-    summary = json.loads((report / "summary.json").read_text())
+    summary = read_summary(report / "summary.json")
     assert "uvicorn_596_wsproto_close_during_handshake" not in _signatures(summary)
     assert summary["signals"]["landed_with_pending"] >= 1
 
@@ -62,7 +64,7 @@ def test_soak_with_nothing_pending_is_inconclusive(tmp_path):
         + [*FAST, "--hold-seconds", "0", "--keep-open-seconds", "10", "--report-dir", str(report)],
         tmp_path,
     )
-    summary = json.loads((report / "summary.json").read_text())
+    summary = read_summary(report / "summary.json")
     assert done.returncode == 3, summary["gate"]
     assert summary["gate"]["verdict"] == "inconclusive" and summary["signals"]["sent"] >= 1
 
@@ -83,7 +85,7 @@ def test_soak_of_your_own_app_with_the_probe_mounted(tmp_path):
         + ["--users", "20", "--release", "myservice-1.2", *FAST, "--report-dir", str(report)],
         tmp_path,
     )
-    summary = json.loads((report / "summary.json").read_text())
+    summary = read_summary(report / "summary.json")
     assert done.returncode in (0, 1), summary["gate"]
     assert summary["release"] == "myservice-1.2"
     assert summary["outcomes"].get("accepted", 0) > 0 and summary["signals"]["landed_with_pending"] >= 1
@@ -125,7 +127,7 @@ def test_matrix_over_two_releases_agrees_with_its_soaks(tmp_path, release_cache)
     assert len(skipped) == 2 and all("websockets-sansio" in c["reason"] for c in skipped)
     markdown = (report / "matrix.md").read_text()
     for cell in ran:
-        summary = json.loads((report / f"{cell['release']}-{cell['ws']}" / "summary.json").read_text())
+        summary = read_summary(report / f"{cell['release']}-{cell['ws']}" / "summary.json")
         assert cell["verdict"] == summary["gate"]["verdict"]
         assert cell["errors"] == {f"{r['side']}:{r['signature']}": r["count"] for r in summary["errors"]}
         for signature, count in _signatures(summary).items():
@@ -134,26 +136,20 @@ def test_matrix_over_two_releases_agrees_with_its_soaks(tmp_path, release_cache)
     assert "0.19.0" in done.stdout and "skipped" in done.stdout
 
 
-def _cell(release: str, ws: str, verdict: str, errors: dict[str, int]) -> dict:
-    return {"uvicorn": release, "release": release, "ws": ws, "status": "ran", "verdict": verdict, "errors": errors}
-
-
-class _Config:
-    def __init__(self, expect_fail=(), baseline_release=None):
-        self.expect_fail = expect_fail
-        self.baseline_release = baseline_release
+def _cell(release: str, ws: str, verdict: str, errors: dict[str, int]) -> MatrixCell:
+    return MatrixCell(uvicorn=release, release=release, ws=ws, status="ran", reason="", verdict=verdict, errors=errors)
 
 
 def test_expected_failures_and_baselines():
     cells = [_cell("0.19.0", "wsproto", "fail", {"server:a": 3}), _cell("0.20.0", "wsproto", "pass", {})]
-    _judge_expectations(cells, _Config(expect_fail=("0.19.0:wsproto",)))
+    judge_expectations(cells, expect_fail=("0.19.0:wsproto",), baseline_release=None)
     assert matrix_exit_code(cells) == 0
     cells = [_cell("0.19.0", "wsproto", "fail", {"server:a": 3}), _cell("rc", "wsproto", "fail", {"server:a": 1})]
-    _judge_expectations(cells, _Config(baseline_release="0.19.0"))
+    judge_expectations(cells, expect_fail=(), baseline_release="0.19.0")
     assert matrix_exit_code(cells) == 0  # no signature the baseline lacked
     cells = [_cell("0.19.0", "wsproto", "fail", {"server:a": 3}), _cell("rc", "wsproto", "fail", {"client:b": 1})]
-    _judge_expectations(cells, _Config(baseline_release="0.19.0"))
-    assert matrix_exit_code(cells) == 1 and cells[1]["new_signatures"] == ["client:b"]
+    judge_expectations(cells, expect_fail=(), baseline_release="0.19.0")
+    assert matrix_exit_code(cells) == 1 and cells[1].new_signatures == ["client:b"]
 
 
 def test_ctrl_c_stops_the_soak_and_keeps_the_report(tmp_path):
@@ -184,7 +180,7 @@ def test_ctrl_c_stops_the_soak_and_keeps_the_report(tmp_path):
             soak.kill()
             soak.communicate()
     assert "Traceback" not in stderr, stderr[-3000:]
-    summary = json.loads((report / "summary.json").read_text())
+    summary = read_summary(report / "summary.json")
     assert summary["signals"]["sent"] >= 1 and sum(summary["outcomes"].values()) > 0
     assert soak.returncode == summary["gate"]["exit_code"]
     assert (report / "report.md").is_file()

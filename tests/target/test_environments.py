@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from chaos.environments import ReleaseSpec, build_environment
 from chaos.errors import TargetError, UsageError
-from chaos.options import ChaosOptions
-from chaos.session import ChaosSession
-from tests.conftest import assert_gone, drive_load
+from chaos.run.options import ChaosOptions
+from chaos.target.environments import ReleaseSpec, build_environment
+from tests.conftest import assert_gone, drive_load, local_session
 
 SIGNATURE_596 = "uvicorn_596_wsproto_close_during_handshake"
 
@@ -49,14 +48,14 @@ def _soak(release_cache, version: str, ws: str, seconds: float = 10.0) -> dict:
         term_jitter=0.3,
         metrics_port=0,
     )
-    session = ChaosSession(options, None)
+    session = local_session(options)
     try:
         session.start()
         session.start_controller()
         drive_load(session, users=24, seconds=seconds)
     finally:
         session.close()
-    summary = session.summary()
+    summary = session.summary().to_json()
     assert_gone(summary["target"]["pids"])
     return summary
 

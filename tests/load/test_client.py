@@ -9,8 +9,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from chaos.exposure import HandshakeLedger
-from chaos.wsclient import (
+from chaos.load.client import (
     ACCEPTED,
     BAD_RESPONSE,
     DROPPED,
@@ -20,6 +19,7 @@ from chaos.wsclient import (
     TRUNCATED,
     hold_handshake,
 )
+from chaos.load.ledger import HandshakeLedger
 
 
 @pytest.fixture

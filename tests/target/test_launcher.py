@@ -5,8 +5,8 @@ import pytest
 from websockets.sync.client import connect
 
 from chaos.errors import TargetError, UsageError
-from chaos.launcher import Target, TargetConfig
-from chaos.wsclient import ACCEPTED, hold_handshake
+from chaos.load.client import ACCEPTED, hold_handshake
+from chaos.target.launcher import Target, TargetConfig
 from tests.conftest import assert_gone, installed_ws_implementations, port_is_free
 
 

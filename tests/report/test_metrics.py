@@ -9,13 +9,14 @@ import sys
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from chaos.metrics import ChaosMetrics, bounded_outcome
+from chaos.report.metrics import ChaosCollector, MetricsSnapshot
+from chaos.results import ErrorRow, SignalRecord, bounded_outcome
 from tests.conftest import ROOT, free_port, scrape, wait_until
 
 SPEC_METRICS = {
-    "handshake_chaos_shutdown_errors": {"release", "ws", "side", "signature"},
-    "handshake_chaos_handshakes": {"release", "ws", "outcome"},
-    "handshake_chaos_signals": {"release", "ws", "signal", "role"},
+    "handshake_chaos_shutdown_errors": {"release", "ws", "mode", "side", "signature"},
+    "handshake_chaos_handshakes": {"release", "ws", "mode", "outcome"},
+    "handshake_chaos_signals": {"release", "ws", "mode", "signal", "role"},
     "handshake_chaos_target_info": {"release", "ws", "uvicorn", "gunicorn", "python"},
 }
 
@@ -28,25 +29,72 @@ def _value(samples, name: str, **labels: str) -> float:
     return sum(s.value for s in samples if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
 
 
+def _snapshot(**changes) -> MetricsSnapshot:
+    fields = {
+        "release": "0.20.0",
+        "ws": "wsproto",
+        "mode": "worker-term",
+        "versions": {"uvicorn": "0.20.0", "gunicorn": "20.1.0"},
+        "worker_class": "uvicorn.workers",
+        "outcomes": {},
+        "errors": [],
+        "records": [],
+        "pending": 0,
+    }
+    return MetricsSnapshot(**{**fields, **changes})
+
+
 def test_a_clean_registry_shows_zeros_not_nothing():
     registry = CollectorRegistry()
-    ChaosMetrics(registry, release="0.20.0", ws="wsproto")
+    registry.register(ChaosCollector(_snapshot))
+    labels = {"release": "0.20.0", "ws": "wsproto", "mode": "worker-term"}
     value = registry.get_sample_value(
         "handshake_chaos_shutdown_errors_total",
-        {
-            "release": "0.20.0",
-            "ws": "wsproto",
-            "side": "server",
-            "signature": "uvicorn_596_wsproto_close_during_handshake",
-        },
+        {**labels, "side": "server", "signature": "uvicorn_596_wsproto_close_during_handshake"},
     )
     assert value == 0.0
+    assert registry.get_sample_value("handshake_chaos_handshakes_total", {**labels, "outcome": "accepted"}) == 0.0
+
+
+def test_scrapes_compute_from_the_live_totals():
+    records = [
+        SignalRecord(1, 0.0, 101, "worker", "TERM", 7, False, replacement_seconds=0.4, exit_kind="crash", settled=True),
+        SignalRecord(2, 1.0, 102, "worker", "TERM", 0, False),  # not settled yet: no exposure observation
+        SignalRecord(3, 2.0, 103, "worker", "TERM", 5, True),  # dry run: never counted as sent
+    ]
+    live = {"outcomes": {"accepted": 3, "x" * 40: 1}, "records": records[:1]}
+    registry = CollectorRegistry()
+    registry.register(ChaosCollector(lambda: _snapshot(**live)))
+    labels = {"release": "0.20.0", "ws": "wsproto", "mode": "worker-term"}
+    assert (
+        registry.get_sample_value("handshake_chaos_signals_total", {**labels, "signal": "TERM", "role": "worker"}) == 1
+    )
+    live["records"] = records
+    live["errors"] = [ErrorRow("server", "uvicorn_596_wsproto_close_during_handshake", 4, "line")]
+    assert (
+        registry.get_sample_value("handshake_chaos_signals_total", {**labels, "signal": "TERM", "role": "worker"}) == 2
+    )
+    landed = {**labels, "signal": "TERM", "role": "worker"}
+    assert registry.get_sample_value("handshake_chaos_signals_landed_with_pending_total", landed) == 1
+    assert registry.get_sample_value("handshake_chaos_term_exposure_handshakes_count", labels) == 1
+    assert registry.get_sample_value("handshake_chaos_term_exposure_handshakes_sum", labels) == 7
+    assert registry.get_sample_value("handshake_chaos_term_exposure_handshakes_bucket", {**labels, "le": "5.0"}) == 0
+    assert registry.get_sample_value("handshake_chaos_term_exposure_handshakes_bucket", {**labels, "le": "10.0"}) == 1
+    assert registry.get_sample_value("handshake_chaos_worker_exits_total", {**labels, "kind": "crash"}) == 1
+    assert registry.get_sample_value("handshake_chaos_handshakes_total", {**labels, "outcome": "other"}) == 1
     assert (
         registry.get_sample_value(
-            "handshake_chaos_handshakes_total", {"release": "0.20.0", "ws": "wsproto", "outcome": "accepted"}
+            "handshake_chaos_shutdown_errors_total",
+            {**labels, "side": "server", "signature": "uvicorn_596_wsproto_close_during_handshake"},
         )
-        == 0.0
+        == 4
     )
+
+
+def test_nothing_is_exposed_before_the_run_has_its_labels():
+    registry = CollectorRegistry()
+    registry.register(ChaosCollector(lambda: None))
+    assert not [family for family in registry.collect() if family.name.startswith("handshake_chaos")]
 
 
 def test_outcome_labels_stay_bounded():

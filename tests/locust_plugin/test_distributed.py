@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import csv
-import json
 import subprocess
 import sys
 
 import pytest
 
-from tests.conftest import ROOT, assert_gone, free_port
+from tests.conftest import ROOT, assert_gone, free_port, read_summary
 
 LOCUSTFILE = str(ROOT / "locustfiles" / "handshake.py")
 CHAOS = ["--hold-seconds", "1", "--keep-open-seconds", "0.5", "--term-interval", "1", "--term-jitter", "0.5"]
@@ -53,7 +52,7 @@ def test_counts_are_aggregated_once_on_the_master(tmp_path, mode):
     assert "Traceback" not in everything, everything[-3000:]
     assert everything.count("starting gunicorn") == 1  # only the master deploys
 
-    summary = json.loads(report.read_text())
+    summary = read_summary(report)
     locust_total = _aggregated_requests(tmp_path / "run_stats.csv")
     assert locust_total > 0
     assert sum(summary["outcomes"].values()) == locust_total

@@ -1,0 +1,66 @@
+"""Client-side judgement and the run's totals: every attempt counted once, caught ones judged."""
+
+from __future__ import annotations
+
+from chaos.detect.client import ClientDelta, ClientRecorder, client_signature
+from chaos.detect.server import DetectedError
+from chaos.detect.totals import RunTotals
+from chaos.load.client import HandshakeResult
+from chaos.load.ledger import Flight
+
+
+def _result(outcome: str, status: int | None = None, exposed_by: int | None = None) -> HandshakeResult:
+    return HandshakeResult(outcome, 0.1, 0.0, status=status, detail="why", exposed_by=exposed_by)
+
+
+def test_only_answers_that_are_not_http_are_client_errors():
+    assert client_signature(_result("dropped"), False) == "handshake_dropped"
+    assert client_signature(_result("os_error_epipe"), False) == "handshake_os_error"
+    assert client_signature(_result("http_500", 500), False) is None
+    assert client_signature(_result("http_500", 500), True) == "handshake_http_500"
+    assert client_signature(_result("accepted", 101), True) is None
+    assert client_signature(_result("refused"), True) is None  # never reached a worker
+
+
+def test_uncaught_handshakes_count_as_outcomes_only():
+    totals = RunTotals()
+    recorder = ClientRecorder(False, sink=totals.add_client)
+    recorder.finished(_result("dropped"))
+    recorder.finished(_result("dropped", exposed_by=3))
+    assert totals.outcomes() == {"dropped": 2}
+    [row] = totals.error_rows()
+    assert (row.side, row.signature, row.count, row.example) == ("client", "handshake_dropped", 1, "dropped: why")
+
+
+def test_handshakes_that_ended_before_their_signal_was_known_are_judged_late():
+    totals = RunTotals()
+    recorder = ClientRecorder(False, sink=totals.add_client)
+    flight = Flight(started=0.0, exposed_by=4, ended=1.0, payload=_result("reset"))
+    recorder.caught_late([flight, Flight(started=0.0, exposed_by=4, payload=None)])
+    assert [(r.signature, r.count) for r in totals.error_rows()] == [("handshake_reset", 1)]
+    assert totals.outcomes() == {}  # the attempt itself was counted when it finished
+
+
+def test_a_worker_hands_over_its_counts_once():
+    recorder = ClientRecorder(False)
+    recorder.finished(_result("accepted", 101))
+    recorder.finished(_result("timeout", exposed_by=1))
+    delta = recorder.take()
+    assert recorder.take().outcomes == {}
+    again = ClientDelta.from_dict(delta.to_dict())
+    assert again.outcomes == {"accepted": 1, "timeout": 1} and again.errors == {"handshake_timeout": 1}
+
+
+def test_totals_order_server_first_then_by_count_and_keep_the_first_example():
+    totals = RunTotals()
+    totals.add_server(DetectedError("server", "a_sig", "first", "https://x/1"))
+    totals.add_server(DetectedError("server", "a_sig", "second", "https://x/1"))
+    totals.add_server(DetectedError("server", "b_sig", "only", None))
+    totals.add_client(ClientDelta(errors={"handshake_dropped": 5}, examples={"handshake_dropped": "dropped"}))
+    rows = totals.error_rows()
+    assert [(r.side, r.signature, r.count) for r in rows] == [
+        ("server", "a_sig", 2),
+        ("server", "b_sig", 1),
+        ("client", "handshake_dropped", 5),
+    ]
+    assert rows[0].example == "first" and rows[0].reference == "https://x/1"

@@ -1,0 +1,121 @@
+"""Locust's web UI as a new user meets it: the start form posts every option, edits take effect at Start."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+import urllib.parse
+import urllib.request
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import ROOT, assert_gone, free_port, read_summary, scrape, wait_until
+
+LOCUSTFILE = str(ROOT / "locustfiles" / "handshake.py")
+
+
+def _template_args(page: str) -> dict:
+    """What the page's React app builds the start form from."""
+    match = re.search(r"window\.templateArgs = (\{.*?\})\s*</script>", page, re.DOTALL)
+    assert match, "no templateArgs in the page"
+    return json.loads(match.group(1))
+
+
+def _form_fields(template_args: dict) -> dict[str, str]:
+    """Every option field as the form posts it: text as typed, checkboxes as true/false, blanks as ""."""
+    fields = {}
+    for name, field in template_args["extra_options"].items():
+        default = field["default_value"]
+        fields[name] = (
+            ("true" if default else "false") if isinstance(default, bool) else ("" if default is None else str(default))
+        )
+    return fields
+
+
+def _post(url: str, fields: dict[str, str]) -> dict:
+    data = urllib.parse.urlencode(fields).encode()
+    with urllib.request.urlopen(urllib.request.Request(url, data=data, method="POST"), timeout=10) as response:
+        return json.loads(response.read().decode())
+
+
+def _metric(metrics_url: str, name: str) -> float:
+    try:
+        text = scrape(metrics_url)
+    except OSError:
+        return -1.0
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name
+    )
+
+
+def test_start_form_edits_take_effect_and_bad_values_are_one_clear_line(tmp_path):
+    web_port, metrics_port = free_port(), free_port()
+    report = tmp_path / "summary.json"
+    command = [sys.executable, "-m", "locust", "-f", LOCUSTFILE, "--web-host", "127.0.0.1"]
+    command += ["--web-port", str(web_port), "--metrics-port", str(metrics_port), "--chaos-report-json", str(report)]
+    # Started slow and unbounded; the form makes it fast and bounded.
+    command += ["--term-interval", "60", "--hold-seconds", "1", "--keep-open-seconds", "0.5"]
+    locust = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{web_port}"
+    metrics = f"http://127.0.0.1:{metrics_port}/metrics"
+    pages: list[str] = []
+
+    def page_served() -> bool:
+        try:
+            pages.append(scrape(f"{base}/"))
+        except OSError:
+            return False
+        return True
+
+    try:
+        wait_until(page_served, 60, "the web UI")
+        template_args = _template_args(pages[-1])
+        fields = _form_fields(template_args)
+        # Process-start options are not offered: editing them could not take effect.
+        assert {"term_interval", "max_signals", "hold_seconds", "hold_jitter", "dry_run"} <= set(fields)
+        assert not {"ws", "workers", "target_python", "app", "metrics_port", "target_pidfile"} & set(fields)
+        assert fields["term_interval"] == "60" and fields["max_signals"] == ""
+
+        form = {"user_count": "20", "spawn_rate": "20", "host": template_args["host"], "run_time": ""}
+        form |= fields | {"term_interval": "0.5", "term_jitter": "0", "max_signals": "2", "hold_jitter": ""}
+        answer = _post(f"{base}/swarm", form)
+        assert answer["success"], answer
+        wait_until(lambda: _metric(metrics, "handshake_chaos_signals_total") >= 2, 45, "two signals after Start")
+        # max-signals 2 took effect: the controller stopped by itself while the users still run.
+        wait_until(
+            lambda: _metric(metrics, "handshake_chaos_controller_running") == 0, 30, "the controller to stop at 2"
+        )
+        assert _metric(metrics, "handshake_chaos_signals_total") == 2
+        assert _metric(metrics, "handshake_chaos_handshakes_total") > 0
+        assert _post(f"{base}/stop", {})["success"]
+
+        # A bad value: the run starts with the previous options and the UI's log says why, once.
+        bad = form | {"term_interval": "fast", "max_signals": "1"}
+        assert _post(f"{base}/swarm", bad)["success"]
+        wait_until(
+            lambda: "--term-interval: expected a number" in scrape(f"{base}/logs"), 30, "the bad value in the log"
+        )
+        logs = json.loads(scrape(f"{base}/logs"))["master"]
+        lines = [line for line in logs if "--term-interval: expected a number, got 'fast'" in line]
+        assert len(lines) == 1 and "keeping the previous options" in lines[0]
+        wait_until(lambda: _metric(metrics, "handshake_chaos_signals_total") >= 4, 45, "two more signals (max 2 kept)")
+        wait_until(lambda: _metric(metrics, "handshake_chaos_controller_running") == 0, 30, "the controller to stop")
+        assert _metric(metrics, "handshake_chaos_signals_total") == 4
+        assert _post(f"{base}/stop", {})["success"]
+    finally:
+        locust.send_signal(signal.SIGINT)
+        _, stderr = locust.communicate(timeout=120)
+    assert "Traceback" not in stderr, stderr[-3000:]
+    summary = read_summary(report)
+    records = summary["signals"]["records"]
+    assert [record["id"] for record in records] == [1, 2, 3, 4]
+    # Each pair came at the edited interval (0.5 s plus the replacement's wait), not the 60 s started with.
+    assert records[1]["time"] - records[0]["time"] < 20 and records[3]["time"] - records[2]["time"] < 20
+    assert summary["options"]["term_interval"] == 0.5 and summary["options"]["max_signals"] == 2
+    assert_gone(summary["target"]["pids"])
