@@ -132,15 +132,22 @@ class Declared:
                 raise UsageError(f"{meta.flag}: expected a finite number, got {raw!r}")
         else:
             value = str(text)
+        self._check_one(value)
+        return value
+
+    def check(self, value: Any) -> None:
+        """Raises UsageError unless ``value`` is one this option accepts (its choices, its bounds)."""
+        if value is None and self.optional:
+            return
+        for item in value if self.many else [value]:
+            self._check_one(item)
+
+    def _check_one(self, value: Any) -> None:
+        meta = self.meta
         if meta.choices is not None and value not in meta.choices:
             raise UsageError(
                 f"{meta.flag}: unknown {meta.what} {value!r} ({meta.choices_named} {', '.join(meta.choices)})"
             )
-        self._check_bounds(value)
-        return value
-
-    def _check_bounds(self, value: Any) -> None:
-        meta = self.meta
         if not isinstance(value, int | float) or isinstance(value, bool):
             return
         if meta.positive and value <= 0:
@@ -193,6 +200,13 @@ def build(cls: Callable[..., T], values: Mapping[str, Any], entry: str) -> T:
             raise UsageError(f"{item.meta.flag} is required")
         kwargs[item.name] = item.convert(raw, entry)
     return cls(**kwargs)
+
+
+def check_all(options: object) -> None:
+    """Every option of ``options`` within its declaration (for objects built in code, not parsed)."""
+    cls: type = type(options)
+    for item in declared(cls):
+        item.check(getattr(options, item.name))
 
 
 def changed_args(options: object, entry: str = "locust") -> list[str]:

@@ -215,7 +215,9 @@ def annotation_queries() -> list[dict[str, Any]]:
             "datasource": DATASOURCE,
             "enable": True,
             "iconColor": "orange",
-            "expr": f"sum by (release, role) (changes(handshake_chaos_signals_total{{{SELECTOR}}}[$__interval])) > 0",
+            # $__rate_interval, not $__interval: windows one step wide miss the increments that fall
+            # between two steps' samples; $__rate_interval spans a step plus a scrape, so none is lost.
+            "expr": f"sum by (release, role) (changes(handshake_chaos_signals_total{{{SELECTOR}}}[$__rate_interval])) > 0",
             "step": "$__interval",
             "titleFormat": "TERM",
             "textFormat": "{{release}}: TERM to a {{role}}",

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 from chaos.errors import UsageError
 from chaos.load.client import LoadProfile
-from chaos.optionmodel import RUN, option
+from chaos.optionmodel import RUN, check_all, option
 from chaos.run.controller import SIGNALS, ControllerConfig
 from chaos.run.gate import GatePolicy
 from chaos.target.launcher import PROBE_WS_PATH, WS_IMPLEMENTATIONS, TargetConfig
@@ -174,7 +174,8 @@ class ChaosOptions:
     )
 
     def validate(self, host: str | None) -> None:
-        """Checks that span several options; each option's own range was checked when it was read."""
+        """Every option within its declared range, then the checks that span several options."""
+        check_all(self)
         if not self.ws_path.startswith("/"):
             raise UsageError(f"--ws-path must start with '/', got {self.ws_path!r}")
         if self.target_pid is not None and self.target_pidfile is not None:

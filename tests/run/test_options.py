@@ -149,3 +149,10 @@ def test_handshake_url_holds_within_the_jitter_and_keeps_the_server_longer():
 def test_cross_option_validation(options, host, message):
     with pytest.raises(UsageError, match=message):
         options.validate(host)
+
+
+def test_options_built_in_code_are_held_to_the_same_declarations():
+    with pytest.raises(UsageError, match="--hold-seconds: must be at most 60"):
+        ChaosOptions(hold_seconds=100).validate(None)
+    with pytest.raises(UsageError, match="--ws: unknown implementation 'tornado'"):
+        ChaosOptions(ws="tornado").validate("ws://127.0.0.1:1")

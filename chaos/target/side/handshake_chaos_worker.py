@@ -13,6 +13,12 @@ import os
 import warnings
 
 _BASE = os.environ.get("HANDSHAKE_CHAOS_WORKER_BASE", "auto")
+# The launcher and the controller read a worker's readiness from its heartbeat file. uvicorn
+# notifies on the first tick of its main loop (once it serves), then every timeout_notify,
+# which defaults to half gunicorn's --timeout (15 s). When the first notify falls within a few
+# milliseconds of the file's creation it cannot be told apart from the creation itself (older
+# gunicorn only changes the ctime), and readiness would wait 15 s for the second: notify often.
+_HEARTBEAT_SECONDS = 0.5
 _WS = os.environ.get("HANDSHAKE_CHAOS_WS", "auto")
 
 if _BASE == "uvicorn_worker":
@@ -31,4 +37,4 @@ else:
 
 
 class ChaosUvicornWorker(_UvicornWorker):
-    CONFIG_KWARGS = dict(_UvicornWorker.CONFIG_KWARGS, ws=_WS)
+    CONFIG_KWARGS = dict(_UvicornWorker.CONFIG_KWARGS, ws=_WS, timeout_notify=_HEARTBEAT_SECONDS)
