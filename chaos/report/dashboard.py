@@ -16,6 +16,7 @@ UID = "handshake-chaos"
 TITLE = "handshake-chaos: handshake-time shutdown errors"
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 SELECTOR = 'release=~"$release", ws=~"$ws"'
+SIGNALS = f"handshake_chaos_signals_total{{{SELECTOR}}}"
 
 
 def _target(expr: str, legend: str = "", instant: bool = False, table: bool = False, ref: str = "A") -> dict[str, Any]:
@@ -217,7 +218,7 @@ def annotation_queries() -> list[dict[str, Any]]:
             "iconColor": "orange",
             # $__rate_interval, not $__interval: windows one step wide miss the increments that fall
             # between two steps' samples; $__rate_interval spans a step plus a scrape, so none is lost.
-            "expr": f"sum by (release, role) (changes(handshake_chaos_signals_total{{{SELECTOR}}}[$__rate_interval])) > 0",
+            "expr": f"sum by (release, role) (changes({SIGNALS}[$__rate_interval])) > 0",
             "step": "$__interval",
             "titleFormat": "TERM",
             "textFormat": "{{release}}: TERM to a {{role}}",
