@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import time
@@ -17,10 +18,11 @@ import configargparse
 
 from chaos import __version__
 from chaos.commands.matrix import MatrixConfig, MatrixSettings, run_matrix
-from chaos.commands.soak import SoakConfig, SoakSettings, run_soak, soak_exit_code
+from chaos.commands.soak import SoakConfig, SoakSettings, locustfile, run_soak, soak_exit_code
 from chaos.detect.client import ClientRecorder
 from chaos.errors import ChaosError, UsageError
 from chaos.optionmodel import add_to_parser, build, option
+from chaos.report.dashboard import write_shipped
 from chaos.report.matrix_tables import terminal
 from chaos.results import ExitCode
 from chaos.run.exposure import LocalExposure
@@ -103,6 +105,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_to_parser(matrix, MatrixSettings, "matrix")
     add_to_parser(matrix, SoakSettings, "matrix")
     add_to_parser(matrix, ChaosOptions, "matrix")
+    dashboards = subparsers.add_parser(
+        "dashboards", help="write the Grafana dashboard, provisioning, Prometheus config and alert rules to DIR"
+    )
+    dashboards.add_argument("directory", metavar="DIR", help="where to write them (created if missing)")
+    dashboards.add_argument("--force", action="store_true", help="replace files that differ")
+    subparsers.add_parser(
+        "locust", help="Locust with the packaged locustfile: handshake-chaos locust [Locust's options and ours]"
+    )
     return parser
 
 
@@ -123,6 +133,20 @@ def run_matrix_command(values: dict[str, Any]) -> int:
     print(terminal(result))
     print(f"report: {report_dir}/matrix.md, matrix.json, matrix.html")
     return result.exit_code
+
+
+def run_dashboards(values: dict[str, Any]) -> int:
+    written = write_shipped(Path(values["directory"]), overwrite=values["force"])
+    for path in written:
+        print(path)
+    return ExitCode.PASS
+
+
+def run_locust(arguments: Sequence[str]) -> NoReturn:
+    """``handshake-chaos locust ...``: Locust with the packaged locustfile; every argument is Locust's."""
+    command = [sys.executable, "-m", "locust", "-f", str(locustfile()), *arguments]
+    sys.stdout.flush()
+    os.execv(sys.executable, command)
 
 
 def run_controller(values: dict[str, Any]) -> int:
@@ -157,12 +181,20 @@ def run_controller(values: dict[str, Any]) -> int:
     return ExitCode.PASS
 
 
-_COMMANDS = {"controller": run_controller, "soak": run_soak_command, "matrix": run_matrix_command}
+_COMMANDS = {
+    "controller": run_controller,
+    "soak": run_soak_command,
+    "matrix": run_matrix_command,
+    "dashboards": run_dashboards,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["locust"]:
+        run_locust(arguments[1:])  # Locust parses the rest, --help included
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser().parse_args(arguments)
         logging.basicConfig(
             level=logging.DEBUG if args.verbose else logging.INFO,
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",

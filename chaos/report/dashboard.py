@@ -9,8 +9,15 @@ every panel uses ``${datasource}``, and file provisioning needs no ``__inputs``.
 
 from __future__ import annotations
 
+import importlib.resources
 import json
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from chaos.errors import UsageError
+
+if TYPE_CHECKING:
+    from importlib.abc import Traversable
 
 UID = "handshake-chaos"
 TITLE = "handshake-chaos: handshake-time shutdown errors"
@@ -261,6 +268,40 @@ def dashboard() -> dict[str, Any]:
 
 def render() -> str:
     return json.dumps(dashboard(), indent=2, sort_keys=False) + "\n"
+
+
+def shipped_files() -> dict[str, Traversable]:
+    """The dashboard, provisioning, Prometheus scrape config and alert rules the package ships, by relative path."""
+    root = importlib.resources.files("chaos.report") / "dashboards"
+    found: dict[str, Traversable] = {}
+
+    def walk(directory: Traversable, prefix: str) -> None:
+        for entry in directory.iterdir():
+            if entry.is_dir():
+                walk(entry, f"{prefix}{entry.name}/")
+            elif entry.name.endswith((".json", ".yml")):
+                found[prefix + entry.name] = entry
+
+    walk(root, "")
+    return dict(sorted(found.items()))
+
+
+def write_shipped(directory: Path, overwrite: bool = False) -> list[Path]:
+    """Writes the shipped files under ``directory``; refuses to replace a different file unless told to."""
+    files = shipped_files()
+    if not files:
+        raise UsageError("this installation has no dashboards (a broken package?)")
+    targets = {directory / name: entry.read_bytes() for name, entry in files.items()}
+    clashes = [path for path, data in targets.items() if path.exists() and path.read_bytes() != data]
+    if clashes and not overwrite:
+        raise UsageError(f"{clashes[0]} exists and differs (use --force to replace it)")
+    try:
+        for path, data in targets.items():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+    except OSError as exc:
+        raise UsageError(f"cannot write the dashboards to {directory}: {exc.strerror or exc}") from None
+    return list(targets)
 
 
 if __name__ == "__main__":
