@@ -141,3 +141,19 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if "release_cache" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.real_release)
             item.add_marker(pytest.mark.network)
+
+
+def metric_sum(metrics_url: str, name: str) -> float:
+    """The sum of a metric's samples on a live /metrics (-1 while nothing answers there)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        text = scrape(metrics_url)
+    except OSError:
+        return -1.0
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name
+    )

@@ -6,9 +6,7 @@ import argparse
 import json
 import logging
 import os
-import signal
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +17,7 @@ import configargparse
 from chaos import __version__
 from chaos.commands.matrix import MatrixConfig, MatrixSettings, run_matrix
 from chaos.commands.soak import SoakConfig, SoakSettings, locustfile, run_soak, soak_exit_code
+from chaos.commands.stopping import Interrupted, StopFlag
 from chaos.detect.client import ClientRecorder
 from chaos.errors import ChaosError, UsageError
 from chaos.optionmodel import add_to_parser, build, option
@@ -38,45 +37,6 @@ class _Parser(configargparse.ArgumentParser):  # type: ignore[misc]  # configarg
 
     def error(self, message: str) -> NoReturn:
         raise UsageError(message)
-
-
-class SignalFlag:
-    """Set from a signal handler; the handler does nothing else."""
-
-    def __init__(self) -> None:
-        self._set = False
-
-    def set(self, *_args: object) -> None:
-        self._set = True
-
-    def is_set(self) -> bool:
-        return self._set
-
-    def wait(self, timeout: float | None = None) -> bool:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not self._set and (deadline is None or time.monotonic() < deadline):
-            time.sleep(0.05 if deadline is None else max(0.0, min(0.05, deadline - time.monotonic())))
-        return self._set
-
-
-class _Deadline(SignalFlag):
-    """A stop flag that also sets itself once ``seconds`` have passed."""
-
-    def __init__(self, seconds: float | None) -> None:
-        super().__init__()
-        self._end = None if seconds is None else time.monotonic() + seconds
-
-    def is_set(self) -> bool:
-        if self._end is not None and time.monotonic() >= self._end:
-            self._set = True
-        return self._set
-
-    def wait(self, timeout: float | None = None) -> bool:
-        if self._end is not None:
-            remaining = max(0.0, self._end - time.monotonic())
-            timeout = remaining if timeout is None else min(timeout, remaining)
-        super().wait(timeout)
-        return self.is_set()
 
 
 _CONTROLLER = frozenset({"controller"})
@@ -121,7 +81,7 @@ def run_soak_command(values: dict[str, Any]) -> int:
     options = build(ChaosOptions, values, "soak")
     name = options.release or (Path(settings.uvicorn).name if settings.uvicorn else "current")
     report_dir = Path(settings.report_dir or f"reports/soak-{name}-{options.ws}")
-    return soak_exit_code(run_soak(SoakConfig(settings, options, report_dir)))
+    return soak_exit_code(run_soak(SoakConfig(settings, options, report_dir), stop=StopFlag().install()))
 
 
 def run_matrix_command(values: dict[str, Any]) -> int:
@@ -129,7 +89,7 @@ def run_matrix_command(values: dict[str, Any]) -> int:
     settings = build(SoakSettings, values, "matrix")
     report_dir = Path(settings.report_dir or "reports/matrix")
     template = SoakConfig(settings, build(ChaosOptions, values, "matrix"), report_dir)
-    result = run_matrix(MatrixConfig(matrix, template, report_dir))
+    result = run_matrix(MatrixConfig(matrix, template, report_dir), stop=StopFlag().install())
     print(terminal(result))
     print(f"report: {report_dir}/matrix.md, matrix.json, matrix.html")
     return result.exit_code
@@ -160,9 +120,7 @@ def run_controller(values: dict[str, Any]) -> int:
     host = f"ws://{listening[0]}:{listening[1]}" if listening else "ws://127.0.0.1:0"
     options.controller_config().validate(len(master.workers()))
     session = ChaosSession(options, host, exposure=LocalExposure(ClientRecorder(options.http_rejection_is_error)))
-    stop = _Deadline(settings.duration)
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, stop.set)
+    stop = StopFlag(settings.duration).install()
     session.start()
     try:
         session.start_controller()
@@ -170,7 +128,8 @@ def run_controller(values: dict[str, Any]) -> int:
             pass
     finally:
         session.close()
-    summary = session.summary()
+    summary = session.summary(stop.signum)
+    session.write_report(summary)
     if settings.json:
         print(json.dumps([record.to_json() for record in summary.signals.records], indent=2))
     print(
@@ -178,7 +137,7 @@ def run_controller(values: dict[str, Any]) -> int:
         f"server-side errors: {sum(row.count for row in summary.errors)}",
         file=sys.stderr,
     )
-    return ExitCode.PASS
+    return ExitCode.PASS if stop.signum is None else 128 + stop.signum
 
 
 _COMMANDS = {
@@ -200,7 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         )
         return int(_COMMANDS[args.command](vars(args)))
-    except ChaosError as exc:
+    except (ChaosError, Interrupted) as exc:
         print(f"handshake-chaos: {exc}", file=sys.stderr)
         return int(exc.exit_code)
     except KeyboardInterrupt:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from chaos.commands.soak import SoakConfig, prepare, run_soak
+from chaos.commands.stopping import Interrupted, StopFlag
 from chaos.errors import ChaosError, UsageError
 from chaos.optionmodel import option
 from chaos.report.matrix_tables import write_all
@@ -94,7 +95,9 @@ class MatrixConfig:
         )
 
 
-def run_matrix(config: MatrixConfig) -> MatrixResult:
+def run_matrix(config: MatrixConfig, stop: StopFlag | None = None) -> MatrixResult:
+    """Runs every cell in turn; a signal stops the cell under way and skips the rest (the tables are written)."""
+    stop = stop or StopFlag()
     config.validate()
     config.report_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
@@ -103,6 +106,9 @@ def run_matrix(config: MatrixConfig) -> MatrixResult:
     for index, (release, ws) in enumerate(plan, start=1):
         soak = config.cell(release, ws)
         step = f"[{index}/{len(plan)}]"
+        if stop.signum is not None:
+            cells.append(MatrixCell.not_run(release, ws, "skipped", "interrupted before this cell"))
+            continue
         try:
             prepared = prepare(soak)
         except UsageError as exc:
@@ -115,7 +121,12 @@ def run_matrix(config: MatrixConfig) -> MatrixResult:
             print(f"{step} {release} {ws}: error ({exc})", flush=True)
             continue
         print(f"{step} {prepared.release} {ws}: soaking for {soak.settings.duration:g}s...", flush=True)
-        cell = MatrixCell.of(release, run_soak(soak, prepared, quiet=True), soak.report_dir)
+        try:
+            summary = run_soak(soak, prepared, quiet=True, stop=stop)
+        except Interrupted:
+            cells.append(MatrixCell.not_run(release, ws, "skipped", "interrupted before this cell"))
+            continue
+        cell = MatrixCell.of(release, summary, soak.report_dir)
         cells.append(cell)
         print(
             f"{step} {cell.release} {ws}: {cell.verdict} ({sum(cell.errors.values())} errors, "
@@ -130,7 +141,7 @@ def run_matrix(config: MatrixConfig) -> MatrixResult:
         users=config.soak.settings.users,
         baseline_release=config.matrix.baseline_release,
         expect_fail=list(config.matrix.expect_fail),
-        exit_code=int(matrix_exit_code(cells)),
+        exit_code=matrix_exit_code(cells, stop.signum),
     )
     write_all(result, config.report_dir)
     return result
@@ -153,9 +164,11 @@ def judge_expectations(cells: list[MatrixCell], expect_fail: Sequence[str], base
             cell.expected_fail = True
 
 
-def matrix_exit_code(cells: list[MatrixCell]) -> ExitCode:
+def matrix_exit_code(cells: list[MatrixCell], interrupted_by: int | None = None) -> int:
     if any(c.verdict == "fail" and not c.expected_fail for c in cells):
         return ExitCode.FAIL
+    if interrupted_by is not None:
+        return 128 + interrupted_by
     if any(c.status == "error" or c.verdict == "error" for c in cells):
         return ExitCode.TARGET
     if any(c.verdict == "inconclusive" for c in cells):

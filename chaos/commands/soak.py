@@ -7,6 +7,7 @@ and writes the report directory. Exits with the gate's code.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.resources
 import logging
@@ -24,12 +25,13 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from chaos.errors import TargetError, UsageError
+from chaos.commands.stopping import Interrupted, StopFlag
+from chaos.errors import ChaosError, TargetError, UsageError
 from chaos.optionmodel import changed_args, declared, option
 from chaos.report.files import write_markdown_report
 from chaos.report.text import format_summary
 from chaos.results import DEFAULT_MODE, RunSummary, SignalsSummary, SoakRun
-from chaos.run.gate import verdict
+from chaos.run.gate import interrupted, verdict
 from chaos.run.options import ChaosOptions
 from chaos.target.environments import ReleaseSpec, build_environment
 from chaos.target.launcher import read_versions
@@ -37,6 +39,8 @@ from chaos.target.launcher import read_versions
 log = logging.getLogger(__name__)
 
 _PROGRESS_SECONDS = 5.0
+_OVERRUN_SECONDS = 300.0  # past --duration before Locust is told to stop
+_STOP_SECONDS = 120.0  # for Locust to stop everything and write its summary once told
 _SOAK_AND_MATRIX = frozenset({"soak", "matrix"})
 # The gate's own stop timeout for Locust's users, then margin for the report.
 _LOCUST_STOP_TIMEOUT = 10
@@ -182,9 +186,24 @@ def _locust_environment() -> dict[str, str]:
     return {key: value for key, value in os.environ.items() if key not in option_vars}
 
 
-def run_soak(config: SoakConfig, prepared: Prepared | None = None, quiet: bool = False) -> RunSummary:
-    """Runs one soak; returns its summary (``summary.gate.exit_code`` is the exit code)."""
-    prepared = prepared or prepare(config)
+def run_soak(
+    config: SoakConfig, prepared: Prepared | None = None, quiet: bool = False, stop: StopFlag | None = None
+) -> RunSummary:
+    """Runs one soak; returns its summary (``summary.gate.exit_code`` is the exit code).
+
+    ``stop`` set by a signal ends the run early: the Locust process is sent the same signal once
+    and stops its users, the controller and the deployment in that order and writes the summary
+    (verdict ``interrupted``, or ``fail`` if errors were found); further signals only wait for it.
+    """
+    stop = stop or StopFlag()
+    try:
+        prepared = prepared or prepare(config)
+    except ChaosError:
+        if stop.signum is not None:  # the signal reached the build too
+            raise Interrupted(stop.signum) from None
+        raise
+    if stop.signum is not None:
+        raise Interrupted(stop.signum)
     if config.options.metrics_port == 0:
         # Any free port, but a known one: the progress lines read it.
         port = _free_port(config.options.metrics_host)
@@ -211,14 +230,14 @@ def run_soak(config: SoakConfig, prepared: Prepared | None = None, quiet: bool =
             env=_locust_environment(),
         )
         try:
-            _watch(locust, config, started, quiet)
-        except KeyboardInterrupt:
-            _stop_gracefully(locust)
+            _watch(locust, config, started, quiet, stop)
+        finally:
+            _reap(locust)
     summary_path = report / "summary.json"
     if summary_path.is_file():
         summary = RunSummary.read(summary_path)
     else:
-        summary = _error_summary(config, prepared, locust.returncode, report / "locust.log")
+        summary = _error_summary(config, prepared, locust.returncode, report / "locust.log", stop.signum)
     summary.soak = SoakRun(round(time.monotonic() - started, 1), locust.returncode, command)
     summary.write(summary_path)
     write_markdown_report(summary, report / "report.md")
@@ -228,38 +247,46 @@ def run_soak(config: SoakConfig, prepared: Prepared | None = None, quiet: bool =
     return summary
 
 
-def _stop_gracefully(locust: subprocess.Popen[bytes]) -> None:
-    """Ctrl-C: Locust stops users, the deployment and writes its summary; nothing is lost."""
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the report short
-    try:
-        print("stopping: waiting for Locust to write its report...", file=sys.stderr, flush=True)
-        locust.send_signal(signal.SIGINT)
-        try:
-            locust.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            locust.kill()
-            locust.wait()
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-def _watch(locust: subprocess.Popen[bytes], config: SoakConfig, started: float, quiet: bool) -> None:
+def _watch(locust: subprocess.Popen[bytes], config: SoakConfig, started: float, quiet: bool, stop: StopFlag) -> None:
     options = config.options
     url = f"http://{options.metrics_host}:{options.metrics_port}/metrics"
     duration = config.settings.duration
     # Bounded: Locust stops itself at --duration; this only waits past it with a margin.
-    deadline = started + duration + 300
+    deadline = started + duration + _OVERRUN_SECONDS
     next_progress = started + _PROGRESS_SECONDS
+    forwarded = False
     while locust.poll() is None:
-        if time.monotonic() > deadline:
-            log.error("locust did not stop within %.0fs of its run time; stopping it", 300)
-            locust.send_signal(signal.SIGINT)
-            locust.wait(timeout=60)
-            return
+        now = time.monotonic()
+        if stop.signum is not None and not forwarded:
+            forwarded = True
+            deadline = min(deadline, now + _STOP_SECONDS)
+            name = signal.Signals(stop.signum).name
+            print(f"stopping on {name}: Locust stops its users, the controller, the deployment...", file=sys.stderr)
+            _send(locust, stop.signum)
+        if now > deadline:
+            log.error("locust did not stop in time; stopping it")
+            _send(locust, signal.SIGINT if not forwarded else signal.SIGKILL)
+            forwarded = True
+            deadline = now + _STOP_SECONDS
         time.sleep(0.2)
-        if not quiet and time.monotonic() >= next_progress:
+        if not quiet and not forwarded and time.monotonic() >= next_progress:
             next_progress += _PROGRESS_SECONDS
             _progress(url, time.monotonic() - started, duration)
+
+
+def _send(locust: subprocess.Popen[bytes], signum: int) -> None:
+    # Locust runs in its own process group: the group holds what it started that is not yet reparented.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(locust.pid, signum) if signum == signal.SIGKILL else locust.send_signal(signum)
+
+
+def _reap(locust: subprocess.Popen[bytes]) -> None:
+    """Locust has exited or must: never leave it (or its process group) behind."""
+    try:
+        locust.wait(timeout=_STOP_SECONDS if locust.poll() is None else 0)
+    except subprocess.TimeoutExpired:
+        _send(locust, signal.SIGKILL)
+        locust.wait()
 
 
 def _progress(url: str, elapsed: float, duration: float) -> None:
@@ -284,13 +311,16 @@ def _progress(url: str, elapsed: float, duration: float) -> None:
     )
 
 
-def _error_summary(config: SoakConfig, prepared: Prepared, code: int | None, log_path: Path) -> RunSummary:
-    """Locust stopped before writing its summary: the target or the run could not start."""
+def _error_summary(
+    config: SoakConfig, prepared: Prepared, code: int | None, log_path: Path, interrupted_by: int | None
+) -> RunSummary:
+    """Locust stopped before writing its summary: the target or the run could not start, or a signal came first."""
     lines = [line for line in log_path.read_text(errors="replace").splitlines() if "handshake-chaos:" in line]
     reason = lines[-1].split("handshake-chaos:", 1)[-1].strip() if lines else f"locust exited with code {code}"
-    gate = verdict("error", reason)
-    if code in (2, 4):
-        gate.exit_code = code
+    if interrupted_by is not None:
+        gate = interrupted(interrupted_by)
+    else:
+        gate = verdict("error", reason, exit_code=code if code in (2, 4) else None)
     return RunSummary(
         release=prepared.release,
         ws=config.options.ws,

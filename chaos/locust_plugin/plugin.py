@@ -16,10 +16,11 @@ from __future__ import annotations
 import locust  # noqa: F401
 from locust import User, constant, events, task
 from locust.exception import StopUser
-from locust.runners import MasterRunner, WorkerRunner
+from locust.runners import STATE_RUNNING, STATE_SPAWNING, MasterRunner, WorkerRunner
 
 import logging
 import random
+import signal
 import sys
 from dataclasses import dataclass, field
 from typing import Any
@@ -61,6 +62,9 @@ class _ProcessPart:
     worker: WorkerSide | None = None
     attempts: int = 0
     rng: random.Random = field(default_factory=random.Random)
+    sigint_seen: bool = False
+    # Set as the run stops: what users see from then on is the tool's own teardown, not the target.
+    stopping: bool = False
 
     def use(self, options: ChaosOptions) -> None:
         self.options = options
@@ -75,8 +79,16 @@ def _add_options(parser: Any) -> None:
     add_to_locust(parser, ChaosOptions)
 
 
+def _note_sigint(signum: int, frame: Any) -> None:
+    """Remembers that the stop was a Ctrl-C (exit 130, not 143), then stops as Python always does."""
+    _PART.sigint_seen = True
+    signal.default_int_handler(signum, frame)
+
+
 @events.init.add_listener
 def _on_init(environment: Any, runner: Any, **_kwargs: Any) -> None:
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _note_sigint)
     try:
         options = build(ChaosOptions, vars(environment.parsed_options), "locust")
         _PART.use(options)
@@ -146,11 +158,22 @@ def _on_test_stop(environment: Any, **_kwargs: Any) -> None:
 
 @events.quitting.add_listener
 def _on_quitting(environment: Any, **_kwargs: Any) -> None:
+    """Stops what the run started, in order: users, then controller, then deployment; then the summary."""
     session, _PART.session = _PART.session, None
+    _PART.stopping = True
     if session is None:
         return
+    runner = environment.runner
+    # Still running at quitting: a signal (Ctrl-C, SIGTERM) stopped it, not its run time or the web UI.
+    interrupted_by = None
+    if runner is not None and runner.state in (STATE_SPAWNING, STATE_RUNNING):
+        interrupted_by = signal.SIGINT if _PART.sigint_seen else signal.SIGTERM
+        log.info(
+            "handshake-chaos: stopping on %s: users, then the controller, then the deployment", interrupted_by.name
+        )
+        runner.stop()
     session.close()
-    summary = session.summary()
+    summary = session.summary(interrupted_by)
     session.write_report(summary)
     print(format_summary(summary), flush=True)
     if _PART.options.gate:
@@ -168,6 +191,8 @@ class HandshakeUser(User):
             raise StopUser()
         _PART.attempts += 1
         result = hold_one(self.environment.host, _PART.profile, _PART.rng, _PART.ledger)
+        if _PART.stopping:
+            return  # ended by the tool's own teardown: not an outcome of the target's
         if _PART.recorder is not None:
             _PART.recorder.finished(result)
         self._report(result)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -26,11 +27,20 @@ class GatePolicy:
         return cls(allow)
 
 
-def verdict(name: Verdict, reason: str, failing: Iterable[str] = ()) -> GateResult:
-    return GateResult(name, int(VERDICT_EXIT_CODES[name]), reason, list(failing))
+def verdict(name: Verdict, reason: str, failing: Iterable[str] = (), exit_code: int | None = None) -> GateResult:
+    code = int(VERDICT_EXIT_CODES[name]) if exit_code is None else exit_code
+    return GateResult(name, code, reason, list(failing))
 
 
-def decide(error_rows: Iterable[ErrorRow], landed_with_pending: int, policy: GatePolicy) -> GateResult:
+def interrupted(signum: int) -> GateResult:
+    """Stopped by a signal before the run's end, with no error found so far: 128 + the signal's number."""
+    name = signal.Signals(signum).name
+    return verdict("interrupted", f"stopped by {name} before the run's end; no error found so far", (), 128 + signum)
+
+
+def decide(
+    error_rows: Iterable[ErrorRow], landed_with_pending: int, policy: GatePolicy, interrupted_by: int | None = None
+) -> GateResult:
     per_signature: dict[str, int] = {}
     for row in error_rows:
         per_signature[row.signature] = per_signature.get(row.signature, 0) + row.count
@@ -38,6 +48,8 @@ def decide(error_rows: Iterable[ErrorRow], landed_with_pending: int, policy: Gat
     if failing:
         total = sum(per_signature[sig] for sig in failing)
         return verdict("fail", f"{total} handshake-time shutdown errors: {', '.join(failing)}", failing)
+    if interrupted_by is not None:
+        return interrupted(interrupted_by)
     if landed_with_pending == 0:
         return verdict("inconclusive", "no signal landed on a worker holding pending handshakes")
     return verdict("pass", f"{landed_with_pending} signals landed with pending handshakes, no errors")

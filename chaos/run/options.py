@@ -170,7 +170,7 @@ class ChaosOptions:
         "--chaos-report-json",
         "write the run summary (summary.json) to this file",
         scope="process",
-        entry_points=frozenset({"locust"}),
+        entry_points=_LOCUST_AND_CONTROLLER,
     )
 
     def validate(self, host: str | None) -> None:

@@ -251,11 +251,12 @@ class ChaosSession:
                 pids.add(record.replacement_pid)
         return sorted(pids)
 
-    def gate(self) -> GateResult:
+    def gate(self, interrupted_by: int | None = None) -> GateResult:
         signals = self.controller_state.summary()
-        return decide(self.totals.error_rows(), signals.landed_with_pending, self.options.gate_policy())
+        return decide(self.totals.error_rows(), signals.landed_with_pending, self.options.gate_policy(), interrupted_by)
 
-    def summary(self) -> RunSummary:
+    def summary(self, interrupted_by: int | None = None) -> RunSummary:
+        """The run as it stands; ``interrupted_by`` names the signal that stopped it before its end."""
         signals = self.controller_state.summary()
         exits = Counter(record.exit_kind for record in signals.records if record.exit_kind and not record.dry_run)
         return RunSummary(
@@ -263,7 +264,7 @@ class ChaosSession:
             ws=self.options.ws,
             mode=self.mode,
             versions={**self.versions, "handshake_chaos": __version__},
-            gate=self.gate(),
+            gate=self.gate(interrupted_by),
             errors=self.totals.error_rows(),
             signals=signals,
             outcomes=self.totals.outcomes(),

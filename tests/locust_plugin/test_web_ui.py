@@ -10,9 +10,7 @@ import sys
 import urllib.parse
 import urllib.request
 
-from prometheus_client.parser import text_string_to_metric_families
-
-from tests.conftest import ROOT, assert_gone, free_port, read_summary, scrape, wait_until
+from tests.conftest import ROOT, assert_gone, free_port, metric_sum, read_summary, scrape, wait_until
 
 LOCUSTFILE = str(ROOT / "locustfiles" / "handshake.py")
 
@@ -39,19 +37,6 @@ def _post(url: str, fields: dict[str, str]) -> dict:
     data = urllib.parse.urlencode(fields).encode()
     with urllib.request.urlopen(urllib.request.Request(url, data=data, method="POST"), timeout=10) as response:
         return json.loads(response.read().decode())
-
-
-def _metric(metrics_url: str, name: str) -> float:
-    try:
-        text = scrape(metrics_url)
-    except OSError:
-        return -1.0
-    return sum(
-        sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if sample.name == name
-    )
 
 
 def test_start_form_edits_take_effect_and_bad_values_are_one_clear_line(tmp_path):
@@ -86,13 +71,13 @@ def test_start_form_edits_take_effect_and_bad_values_are_one_clear_line(tmp_path
         form |= fields | {"term_interval": "0.5", "term_jitter": "0", "max_signals": "2", "hold_jitter": ""}
         answer = _post(f"{base}/swarm", form)
         assert answer["success"], answer
-        wait_until(lambda: _metric(metrics, "handshake_chaos_signals_total") >= 2, 45, "two signals after Start")
+        wait_until(lambda: metric_sum(metrics, "handshake_chaos_signals_total") >= 2, 45, "two signals after Start")
         # max-signals 2 took effect: the controller stopped by itself while the users still run.
         wait_until(
-            lambda: _metric(metrics, "handshake_chaos_controller_running") == 0, 30, "the controller to stop at 2"
+            lambda: metric_sum(metrics, "handshake_chaos_controller_running") == 0, 30, "the controller to stop at 2"
         )
-        assert _metric(metrics, "handshake_chaos_signals_total") == 2
-        assert _metric(metrics, "handshake_chaos_handshakes_total") > 0
+        assert metric_sum(metrics, "handshake_chaos_signals_total") == 2
+        assert metric_sum(metrics, "handshake_chaos_handshakes_total") > 0
         assert _post(f"{base}/stop", {})["success"]
 
         # A bad value: the run starts with the previous options and the UI's log says why, once.
@@ -104,9 +89,11 @@ def test_start_form_edits_take_effect_and_bad_values_are_one_clear_line(tmp_path
         logs = json.loads(scrape(f"{base}/logs"))["master"]
         lines = [line for line in logs if "--term-interval: expected a number, got 'fast'" in line]
         assert len(lines) == 1 and "keeping the previous options" in lines[0]
-        wait_until(lambda: _metric(metrics, "handshake_chaos_signals_total") >= 4, 45, "two more signals (max 2 kept)")
-        wait_until(lambda: _metric(metrics, "handshake_chaos_controller_running") == 0, 30, "the controller to stop")
-        assert _metric(metrics, "handshake_chaos_signals_total") == 4
+        wait_until(
+            lambda: metric_sum(metrics, "handshake_chaos_signals_total") >= 4, 45, "two more signals (max 2 kept)"
+        )
+        wait_until(lambda: metric_sum(metrics, "handshake_chaos_controller_running") == 0, 30, "the controller to stop")
+        assert metric_sum(metrics, "handshake_chaos_signals_total") == 4
         assert _post(f"{base}/stop", {})["success"]
     finally:
         locust.send_signal(signal.SIGINT)
