@@ -18,7 +18,7 @@ import sys
 import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from packaging.version import InvalidVersion, Version
@@ -82,7 +82,7 @@ def parse_as_of(text: str) -> datetime:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         raise UsageError(f"--as-of: {text!r} is not an ISO date (e.g. 2022-10-20)") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def index_url() -> str:
@@ -132,7 +132,7 @@ def resolve_release(spec: ReleaseSpec) -> tuple[str, datetime]:
     local = spec.local_source
     if local is not None:
         # Unreleased code: its dependencies as of now (or --as-of).
-        as_of = parse_as_of(spec.as_of) if spec.as_of else datetime.now(timezone.utc).replace(microsecond=0)
+        as_of = parse_as_of(spec.as_of) if spec.as_of else datetime.now(UTC).replace(microsecond=0)
         return _local_version(local), as_of
     versions = published_versions("uvicorn")
     if spec.uvicorn == "latest":
