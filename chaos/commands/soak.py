@@ -35,6 +35,7 @@ from chaos.run.gate import interrupted, verdict
 from chaos.run.options import ChaosOptions
 from chaos.target.environments import ReleaseSpec, build_environment
 from chaos.target.launcher import read_versions
+from chaos.target.processes import die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +108,11 @@ class SoakConfig:
         if self.settings.uvicorn is not None and self.options.target_python is not None:
             raise UsageError("give --uvicorn (build that release) or --target-python (use that interpreter), not both")
         self.options.validate(host=None)
+        usable_directory(self.report_dir, "--report-dir")
+        if self.settings.cache_dir is not None:
+            usable_directory(Path(self.settings.cache_dir), "--cache-dir")
+        if self.settings.constraint is not None and not Path(self.settings.constraint).is_file():
+            raise UsageError(f"--constraint: no such file {self.settings.constraint}")
         if not locustfile().is_file():
             raise UsageError(f"the packaged locustfile is missing at {locustfile()}: reinstall handshake-chaos")
         if self.settings.uvicorn is not None:
@@ -126,6 +132,19 @@ class SoakConfig:
     @property
     def cache_dir(self) -> Path | None:
         return Path(self.settings.cache_dir) if self.settings.cache_dir else None
+
+
+def usable_directory(path: Path, flag: str) -> None:
+    """A directory that exists, or can be created, and can be written: checked before anything runs."""
+    probe = path
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise UsageError(f"{flag} {path}: {probe} is not a directory")
+    if not os.access(probe, os.W_OK | os.X_OK) or str(probe).startswith(("/proc", "/sys")):
+        raise UsageError(f"{flag} {path}: {probe} cannot be written")
 
 
 @dataclass(frozen=True)
@@ -227,6 +246,7 @@ def run_soak(
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            preexec_fn=die_with_parent,
             env=_locust_environment(),
         )
         try:

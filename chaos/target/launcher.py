@@ -7,7 +7,6 @@ is known before gunicorn starts and no other process can take it in between.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import ipaddress
 import json
 import logging
@@ -25,7 +24,7 @@ from typing import Any
 import psutil
 
 from chaos.errors import TargetError, UsageError
-from chaos.target.processes import GunicornMaster, heartbeat_ticked
+from chaos.target.processes import GunicornMaster, die_with_parent, heartbeat_ticked
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +36,6 @@ MOUNTED_APP = "handshake_chaos_mount:app"
 WORKER_CLASS = "handshake_chaos_worker.ChaosUvicornWorker"
 WS_IMPLEMENTATIONS = ("auto", "wsproto", "websockets", "websockets-sansio")
 WORKER_BASES = ("auto", "uvicorn_worker", "uvicorn.workers")
-_PR_SET_PDEATHSIG = 1
 
 
 @dataclass(frozen=True)
@@ -93,13 +91,6 @@ def read_versions(python: str) -> dict[str, Any]:
     if not versions.get("uvicorn") or not versions.get("gunicorn"):
         raise TargetError(f"target interpreter {python} lacks uvicorn or gunicorn: {versions}")
     return versions
-
-
-def _die_with_parent() -> None:
-    # If the process that launched gunicorn dies without cleaning up (SIGKILL), the
-    # kernel sends the master TERM, so no deployment outlives the tool.
-    with contextlib.suppress(Exception):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _listen_socket(host: str, port: int) -> socket.socket:
@@ -204,7 +195,7 @@ class Target:
                     # Own session: a Ctrl-C in the terminal reaches us, not gunicorn
                     # directly; we stop it in order.
                     start_new_session=True,
-                    preexec_fn=_die_with_parent,
+                    preexec_fn=die_with_parent,
                 )
             finally:
                 sock.close()

@@ -7,7 +7,10 @@ time) so a recycled pid is never mistaken for the worker it replaced.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +19,7 @@ import psutil
 from chaos.errors import UsageError
 from chaos.results import Address
 
+_PR_SET_PDEATHSIG = 1
 # gunicorn creates each worker's heartbeat file under this prefix and unlinks it at once;
 # the worker keeps it open, and it is reachable through /proc/PID/fd.
 _HEARTBEAT_PREFIX = "wgunicorn-"
@@ -34,6 +38,13 @@ class ProcessIdentity:
     @classmethod
     def of(cls, process: psutil.Process) -> ProcessIdentity:
         return cls(process.pid, process.create_time())
+
+
+def die_with_parent() -> None:
+    """In a child before exec: if the process that started it dies without cleaning up (SIGKILL),
+    the kernel sends the child TERM, so nothing the tool started outlives it for long."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def read_pidfile(path: str | os.PathLike[str]) -> int:
