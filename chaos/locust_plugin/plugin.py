@@ -62,7 +62,7 @@ class _ProcessPart:
     worker: WorkerSide | None = None
     attempts: int = 0
     rng: random.Random = field(default_factory=random.Random)
-    sigint_seen: bool = False
+    sigterm_seen: bool = False
     # Set as the run stops: what users see from then on is the tool's own teardown, not the target.
     stopping: bool = False
 
@@ -79,16 +79,19 @@ def _add_options(parser: Any) -> None:
     add_to_locust(parser, ChaosOptions)
 
 
-def _note_sigint(signum: int, frame: Any) -> None:
-    """Remembers that the stop was a Ctrl-C (exit 130, not 143), then stops as Python always does."""
-    _PART.sigint_seen = True
-    signal.default_int_handler(signum, frame)
+class _SigtermNoted(logging.Handler):
+    """Tells a SIGTERM stop (exit 143) from a Ctrl-C (130): Locust's own SIGTERM handler logs this
+    line just before it shuts down, in the same greenlet; Ctrl-C arrives as KeyboardInterrupt and
+    leaves Python's SIGINT handler in place (wrapping it would print a traceback through gevent)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage() == "Got SIGTERM signal":
+            _PART.sigterm_seen = True
 
 
 @events.init.add_listener
 def _on_init(environment: Any, runner: Any, **_kwargs: Any) -> None:
-    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-        signal.signal(signal.SIGINT, _note_sigint)
+    logging.getLogger("locust.main").addHandler(_SigtermNoted())
     try:
         options = build(ChaosOptions, vars(environment.parsed_options), "locust")
         _PART.use(options)
@@ -167,7 +170,7 @@ def _on_quitting(environment: Any, **_kwargs: Any) -> None:
     # Still running at quitting: a signal (Ctrl-C, SIGTERM) stopped it, not its run time or the web UI.
     interrupted_by = None
     if runner is not None and runner.state in (STATE_SPAWNING, STATE_RUNNING):
-        interrupted_by = signal.SIGINT if _PART.sigint_seen else signal.SIGTERM
+        interrupted_by = signal.SIGTERM if _PART.sigterm_seen else signal.SIGINT
         log.info(
             "handshake-chaos: stopping on %s: users, then the controller, then the deployment", interrupted_by.name
         )
