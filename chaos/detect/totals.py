@@ -42,6 +42,12 @@ class RunTotals:
             self._errors[key] = ErrorRow(side, signature, 0, "", reference or catalog.reference(signature))
         return self._errors[key]
 
+    def reset(self) -> None:
+        """Starts the counts over (Locust's Reset Stats), so they keep matching Locust's request count."""
+        with self._lock:
+            self._outcomes.clear()
+            self._errors.clear()
+
     def outcomes(self) -> dict[str, int]:
         with self._lock:
             return dict(sorted(self._outcomes.items()))

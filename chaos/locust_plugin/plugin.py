@@ -63,6 +63,7 @@ class _ProcessPart:
     attempts: int = 0
     rng: random.Random = field(default_factory=random.Random)
     sigterm_seen: bool = False
+    reset_on_spawned: bool = False  # Locust's --reset-stats
     # Set as the run stops: what users see from then on is the tool's own teardown, not the target.
     stopping: bool = False
 
@@ -92,6 +93,7 @@ class _SigtermNoted(logging.Handler):
 @events.init.add_listener
 def _on_init(environment: Any, runner: Any, **_kwargs: Any) -> None:
     logging.getLogger("locust.main").addHandler(_SigtermNoted())
+    _PART.reset_on_spawned = bool(getattr(environment, "reset_stats", False))
     try:
         options = build(ChaosOptions, vars(environment.parsed_options), "locust")
         _PART.use(options)
@@ -129,6 +131,19 @@ def _report_to_master(client_id: str, data: dict[str, Any], **_kwargs: Any) -> N
 def _worker_report(client_id: str, data: dict[str, Any], **_kwargs: Any) -> None:
     if _PART.session is not None and _PART.broadcast is not None:
         _PART.broadcast.worker_report(_PART.session.totals, client_id, data)
+
+
+@events.reset_stats.add_listener
+def _on_reset_stats(**_kwargs: Any) -> None:
+    if _PART.session is not None:
+        _PART.session.totals.reset()
+
+
+@events.spawning_complete.add_listener
+def _on_spawning_complete(user_count: int, **_kwargs: Any) -> None:
+    # --reset-stats resets Locust's stats here without firing reset_stats.
+    if _PART.session is not None and _PART.reset_on_spawned:
+        _PART.session.totals.reset()
 
 
 @events.test_start.add_listener

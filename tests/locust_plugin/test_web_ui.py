@@ -80,6 +80,11 @@ def test_start_form_edits_take_effect_and_bad_values_are_one_clear_line(tmp_path
         assert metric_sum(metrics, "handshake_chaos_handshakes_total") > 0
         assert _post(f"{base}/stop", {})["success"]
 
+        # Reset Stats starts the chaos counts over too: they keep matching Locust's request count.
+        with urllib.request.urlopen(urllib.request.Request(f"{base}/stats/reset", method="POST"), timeout=10):
+            pass
+        wait_until(lambda: metric_sum(metrics, "handshake_chaos_handshakes_total") == 0, 10, "the counts reset")
+
         # A bad value: the run starts with the previous options and the UI's log says why, once.
         bad = form | {"term_interval": "fast", "max_signals": "1"}
         assert _post(f"{base}/swarm", bad)["success"]
@@ -95,6 +100,9 @@ def test_start_form_edits_take_effect_and_bad_values_are_one_clear_line(tmp_path
         wait_until(lambda: metric_sum(metrics, "handshake_chaos_controller_running") == 0, 30, "the controller to stop")
         assert metric_sum(metrics, "handshake_chaos_signals_total") == 4
         assert _post(f"{base}/stop", {})["success"]
+        requests = json.loads(scrape(f"{base}/stats/requests"))["stats"]
+        locust_total = next(row["num_requests"] for row in requests if row["name"] == "Aggregated")
+        assert locust_total > 0 and metric_sum(metrics, "handshake_chaos_handshakes_total") == locust_total
     finally:
         locust.send_signal(signal.SIGINT)
         _, stderr = locust.communicate(timeout=120)
