@@ -56,6 +56,7 @@ class OptionMeta:
     what: str = "value"  # what a value is, for the one-line error ("unknown implementation ...")
     choices_named: str = "choose from"
     required: bool = False
+    repeatable: bool = False  # a list given one flag at a time (--with a --with b)
 
 
 def option(default: Any, flag: str, help: str, **meta: Any) -> Any:
@@ -218,6 +219,9 @@ def changed_args(options: object, entry: str = "locust") -> list[str]:
             continue
         if item.base is bool:
             args += [item.meta.flag] if value else []
+        elif item.meta.repeatable:
+            for one in value:
+                args += [item.meta.flag, item.text(one)]
         elif item.many:
             args += [item.meta.flag, *(item.text(v) for v in value)]
         else:
@@ -244,7 +248,9 @@ def add_to_parser(parser: argparse.ArgumentParser, cls: type, entry: str) -> Non
             kwargs.update(action="store_true", default=item.default_for(entry))
         else:
             kwargs["default"] = None
-            if item.many:
+            if item.meta.repeatable:
+                kwargs["action"] = "append"
+            elif item.many:
                 kwargs["nargs"] = "*" if not item.meta.required else "+"
             if item.meta.choices is not None:
                 kwargs["metavar"] = "{" + ",".join(item.meta.choices) + "}"

@@ -93,6 +93,25 @@ class SoakSettings:
     as_of: str | None = option(
         None, "--as-of", "resolve dependencies as of this date instead", entry_points=_SOAK_AND_MATRIX
     )
+    with_packages: list[str] = option(
+        [],
+        "--with",
+        "a requirement of your app (e.g. starlette) installed into the release's environment; repeatable",
+        repeatable=True,
+        entry_points=_SOAK_AND_MATRIX,
+    )
+    with_requirements: str | None = option(
+        None,
+        "--with-requirements",
+        "a requirements file of your app, installed likewise",
+        entry_points=_SOAK_AND_MATRIX,
+    )
+    with_as_of: str | None = option(
+        None,
+        "--with-as-of",
+        "resolve the --with requirements as of this date (default: the release's date)",
+        entry_points=_SOAK_AND_MATRIX,
+    )
     cache_dir: str | None = option(
         None, "--cache-dir", "where release environments are kept", entry_points=_SOAK_AND_MATRIX
     )
@@ -117,6 +136,8 @@ class SoakConfig:
             raise UsageError(f"the packaged locustfile is missing at {locustfile()}: reinstall handshake-chaos")
         if self.settings.uvicorn is not None:
             self.release_spec().validate()
+        elif self.settings.with_packages or self.settings.with_requirements:
+            raise UsageError("--with and --with-requirements install into a release's environment: give --uvicorn")
 
     def release_spec(self) -> ReleaseSpec:
         assert self.settings.uvicorn is not None
@@ -127,6 +148,9 @@ class SoakConfig:
             ws_version=self.settings.ws_version,
             ws_library="wsproto" if self.options.ws == "wsproto" else "websockets",
             constraint=self.settings.constraint,
+            with_packages=tuple(self.settings.with_packages),
+            with_requirements=self.settings.with_requirements,
+            with_as_of=self.settings.with_as_of,
         )
 
     @property

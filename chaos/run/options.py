@@ -72,6 +72,12 @@ class ChaosOptions:
         "your ASGI app (module:attr) for the embedded deployment; the probe route is mounted beside it",
         scope="process",
     )
+    app_dir: str | None = option(
+        None,
+        "--app-dir",
+        "directory put on the deployment's Python path, where your --app module lives",
+        scope="process",
+    )
     run_dir: str | None = option(
         None,
         "--run-dir",
@@ -186,6 +192,8 @@ class ChaosOptions:
             raise UsageError("a target master pid/pidfile needs --host pointing at that deployment")
         if self.app is not None and ":" not in self.app:
             raise UsageError(f"--app must look like module:attribute, got {self.app!r}")
+        if self.app_dir is not None and not Path(self.app_dir).is_dir():
+            raise UsageError(f"--app-dir: no such directory {self.app_dir}")
         self.gate_policy()
         self.controller_config().validate(None if host else self.workers)
         if not host:
@@ -211,6 +219,8 @@ class ChaosOptions:
             kwargs["python"] = self.target_python
         if self.app:
             kwargs["app"] = self.app
+        if self.app_dir:
+            kwargs["app_path"] = (str(Path(self.app_dir).resolve()),)
         if self.run_dir:
             kwargs["run_dir"] = Path(self.run_dir)
         return TargetConfig(**kwargs)

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from packaging.requirements import InvalidRequirement, Requirement
 from packaging.version import InvalidVersion, Version
 
 from chaos.errors import TargetError, UsageError
@@ -44,6 +45,11 @@ class ReleaseSpec:
     ws_library: str = "websockets"
     constraint: str | None = None
     python: str = sys.executable
+    # The user's own app's requirements (a framework, its drivers), installed into the release's
+    # environment; resolved as of the release's date unless ``with_as_of`` says otherwise.
+    with_packages: tuple[str, ...] = ()
+    with_requirements: str | None = None
+    with_as_of: str | None = None
 
     @property
     def local_source(self) -> Path | None:
@@ -68,6 +74,24 @@ class ReleaseSpec:
             parse_as_of(self.as_of)
         if self.constraint is not None and not Path(self.constraint).is_file():
             raise UsageError(f"constraint file not found: {self.constraint}")
+        if self.with_requirements is not None and not Path(self.with_requirements).is_file():
+            raise UsageError(f"--with-requirements: no such file {self.with_requirements}")
+        if self.with_as_of is not None:
+            parse_as_of(self.with_as_of)
+        for requirement in self.with_packages:
+            try:
+                Requirement(requirement)
+            except InvalidRequirement:
+                raise UsageError(
+                    f"--with: {requirement!r} is not a requirement (e.g. starlette or 'starlette<0.30')"
+                ) from None
+
+    def extras(self) -> list[str]:
+        """The user's requirements, as uv takes them."""
+        extra = list(self.with_packages)
+        if self.with_requirements is not None:
+            extra += ["--requirement", str(Path(self.with_requirements).resolve())]
+        return extra
 
 
 def parse_version(text: str, flag: str) -> Version:
@@ -197,12 +221,15 @@ def build_environment(spec: ReleaseSpec, cache_dir: Path | None = None) -> Relea
         requirements.append("uvicorn-worker")
     python_version = _python_version(spec.python)
     constraint_text = Path(spec.constraint).read_text() if spec.constraint else ""
+    with_text = Path(spec.with_requirements).read_text() if spec.with_requirements else ""
+    with_as_of = parse_as_of(spec.with_as_of).strftime("%Y-%m-%dT%H:%M:%SZ") if spec.with_as_of else as_of_text
     key_source = json.dumps(
         {
             "requirements": requirements,
             "as_of": as_of_text,
             "python": python_version,
             "constraint": constraint_text,
+            "with": [list(spec.with_packages), with_text, with_as_of],
             "source": _source_fingerprint(local) if local is not None else None,
         },
         sort_keys=True,
@@ -223,7 +250,15 @@ def build_environment(spec: ReleaseSpec, cache_dir: Path | None = None) -> Relea
         install += ["--exclude-newer", as_of_text, "--index-url", index_url(), *requirements]
         if spec.constraint:
             install += ["--constraint", spec.constraint]
-        _run_uv(install, version)
+        same_day = with_as_of == as_of_text
+        _run_uv(install + (spec.extras() if same_day else []), version)
+        if spec.extras() and not same_day:
+            # Another date for the app's own requirements; what the release installed stays as it is.
+            pinned = path / "handshake-chaos-release.txt"
+            pinned.write_text("".join(f"{name}=={pin}\n" for name, pin in _freeze(path).items() if name != "uvicorn"))
+            extra = ["pip", "install", "--quiet", "--python", str(path / "bin" / "python")]
+            extra += ["--exclude-newer", with_as_of, "--index-url", index_url(), "--constraint", str(pinned)]
+            _run_uv(extra + spec.extras(), version, what="the --with requirements of")
     except TargetError:
         shutil.rmtree(path, ignore_errors=True)
         raise
@@ -269,15 +304,20 @@ def _python_version(python: str) -> str:
     return result.stdout.strip()
 
 
-def _run_uv(arguments: list[str], version: str) -> None:
+def _run_uv(arguments: list[str], version: str, what: str = "") -> None:
     try:
         result = subprocess.run([_uv(), *arguments], capture_output=True, text=True, timeout=900, check=False)
     except subprocess.TimeoutExpired:
-        raise TargetError(f"building uvicorn {version} took longer than 15 minutes") from None
+        raise TargetError(
+            f"building {what + ' ' if what else ''}uvicorn {version} took longer than 15 minutes"
+        ) from None
     if result.returncode != 0:
         lines = [line.strip() for line in result.stderr.splitlines() if line.strip()]
+        # uv explains a resolution failure over several lines; the first after "error" says what.
         reason = next((line for line in lines if "error" in line.lower()), lines[-1] if lines else "unknown error")
-        raise TargetError(f"cannot build uvicorn {version}: {reason}")
+        if reason.lower().rstrip(":").endswith("no solution found when resolving dependencies") and len(lines) > 1:
+            reason = reason.rstrip(":") + ": " + lines[lines.index(reason) + 1].lstrip("╰─▶ ").strip()
+        raise TargetError(f"cannot build {what + ' ' if what else ''}uvicorn {version}: {reason}")
 
 
 def _freeze(env: Path) -> dict[str, str]:

@@ -190,3 +190,55 @@ def test_ctrl_c_stops_the_soak_and_keeps_the_report(tmp_path):
 def _signalled(report: Path) -> bool:
     log = report / "locust.log"
     return log.is_file() and "sent TERM to worker" in log.read_text()
+
+
+CHAT_APP = """
+import asyncio
+
+from starlette.applications import Starlette
+from starlette.routing import WebSocketRoute
+from starlette.websockets import WebSocketDisconnect
+
+
+async def chat(websocket):
+    await asyncio.sleep(1.0)  # the lookup a real route does before it accepts (auth, a database)
+    await websocket.accept()
+    try:
+        while True:
+            await websocket.send_text(await websocket.receive_text())
+    except WebSocketDisconnect:
+        pass
+
+
+app = Starlette(routes=[WebSocketRoute("/ws/chat", chat)])
+"""
+
+
+def test_soak_of_a_framework_app_in_a_release_environment_finds_596(tmp_path, release_cache):
+    app_dir = tmp_path / "service"
+    app_dir.mkdir()
+    (app_dir / "chatapp.py").write_text(CHAT_APP)
+    report = tmp_path / "report"
+    done = _run(
+        ["soak", "--uvicorn", "0.19.0", "--ws", "wsproto", "--with", "starlette", "--app-dir", str(app_dir)]
+        + ["--app", "chatapp:app", "--ws-path", "/ws/chat", "--duration", "12s", "--users", "30"]
+        + [*FAST, "--report-dir", str(report), "--cache-dir", str(release_cache)],
+        tmp_path,
+    )
+    assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
+    summary = read_summary(report / "summary.json")
+    assert _signatures(summary).get("uvicorn_596_wsproto_close_during_handshake", 0) > 0
+    assert summary["options"]["ws_path"] == "/ws/chat" and summary["options"]["app"] == "chatapp:app"
+    assert summary["outcomes"].get("accepted", 0) > 0  # the app's own route served the users
+
+
+def test_with_requirements_that_cannot_be_resolved_are_one_line_and_exit_4(tmp_path, release_cache):
+    done = _run(
+        ["soak", "--uvicorn", "0.19.0", "--with", "handshake-chaos-no-such-package-here", "--duration", "5s"]
+        + ["--report-dir", str(tmp_path / "r"), "--cache-dir", str(release_cache)],
+        tmp_path,
+    )
+    assert done.returncode == 4, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("handshake-chaos:")]
+    assert len(errors) == 1 and "handshake-chaos-no-such-package-here" in errors[0], done.stderr
+    assert "Traceback" not in done.stderr
