@@ -65,6 +65,8 @@ RESET = "reset"
 REFUSED = "refused"
 TIMEOUT = "timeout"
 LOST_AFTER_ACCEPT = "lost_after_accept"  # accepted, then the connection went with no close frame
+TLS_UNTRUSTED = "tls_untrusted"  # wss://: the server's certificate failed verification (see --ca-file)
+TLS_FAILED = "tls_failed"  # wss://: the TLS handshake failed otherwise
 # Outcomes where the wire carried no valid HTTP answer to the handshake.
 NO_RESPONSE_OUTCOMES = frozenset({DROPPED, TRUNCATED, BAD_RESPONSE, RESET, TIMEOUT})
 # Shown as zeros before anything happened, so a clean run is not an empty one.

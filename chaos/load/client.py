@@ -8,8 +8,10 @@ costs exactly one file descriptor (``websockets.sync`` would spend three).
 from __future__ import annotations
 
 import errno
+import functools
 import random
 import socket
+import ssl
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,6 +32,8 @@ from chaos.results import (
     REFUSED,
     RESET,
     TIMEOUT,
+    TLS_FAILED,
+    TLS_UNTRUSTED,
     TRUNCATED,
     Address,
     closed_outcome,
@@ -67,6 +71,12 @@ class LoadProfile:
     ws_path: str = "/ws/probe"
     connect_timeout: float = 5.0
     handshake_timeout: float = 30.0
+    # wss://: trust this CA file instead of the system's store, or verify nothing (self-signed).
+    ca_file: str | None = None
+    insecure: bool = False
+
+    def tls(self) -> ssl.SSLContext:
+        return tls_context(self.ca_file, self.insecure)
 
     @property
     def response_timeout(self) -> float:
@@ -92,16 +102,28 @@ def handshake_url(base: str, profile: LoadProfile, rng: random.Random | None = N
     return f"{scheme}://{parts.netloc}{profile.ws_path}?hold={hold:.3f}&keep={server_keep:g}"
 
 
+@functools.cache
+def tls_context(ca_file: str | None = None, insecure: bool = False) -> ssl.SSLContext:
+    """One client context per trust setting, shared by every handshake of this process."""
+    context = ssl.create_default_context(cafile=ca_file)
+    if insecure:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
 def hold_one(
     base: str, profile: LoadProfile, rng: random.Random | None = None, ledger: HandshakeLedger | None = None
 ) -> HandshakeResult:
     """One user's attempt: open the route, hold the handshake, keep an accepted socket open."""
+    url = handshake_url(base, profile, rng)
     return hold_handshake(
-        handshake_url(base, profile, rng),
+        url,
         connect_timeout=profile.connect_timeout,
         handshake_timeout=profile.response_timeout,
         keep_open=profile.keep_open_seconds,
         ledger=ledger,
+        tls=profile.tls() if url.startswith("wss:") else None,
     )
 
 
@@ -136,8 +158,13 @@ def hold_handshake(
     handshake_timeout: float = 30.0,
     keep_open: float = 1.0,
     ledger: HandshakeLedger | None = None,
+    tls: ssl.SSLContext | None = None,
 ) -> HandshakeResult:
-    """Open ``url``, wait for the handshake's answer, keep an accepted connection ``keep_open`` seconds."""
+    """Open ``url``, wait for the handshake's answer, keep an accepted connection ``keep_open`` seconds.
+
+    A ``wss://`` URL is spoken over TLS (``tls``, else the system's trust store); the TLS
+    handshake belongs to the connect, within ``connect_timeout``.
+    """
     uri = parse_uri(url)
     attempt = _Attempt()
     try:
@@ -148,6 +175,16 @@ def hold_handshake(
         return attempt.result(TIMEOUT, detail="connect timed out")
     except OSError as exc:
         return attempt.result(_os_error_outcome(exc), detail=str(exc))
+    if uri.secure:
+        try:
+            sock = (tls or tls_context()).wrap_socket(sock, server_hostname=uri.host)
+        except ssl.SSLCertVerificationError as exc:
+            sock.close()
+            return attempt.result(TLS_UNTRUSTED, detail=exc.verify_message or str(exc))
+        except (ssl.SSLError, OSError) as exc:
+            sock.close()
+            outcome = TIMEOUT if isinstance(exc, TimeoutError) else TLS_FAILED
+            return attempt.result(outcome, detail=f"TLS: {exc}")
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         local: Address = sock.getsockname()[:2]
@@ -181,7 +218,7 @@ def _await_response(
             if remaining <= 0:
                 return attempt.result(TIMEOUT, detail=f"no response within {timeout:g}s")
             sock.settimeout(remaining)
-            data = sock.recv(_RECV_BYTES)
+            data = _recv(sock)
             if data:
                 attempt.received += len(data)
                 protocol.receive_data(data)
@@ -242,7 +279,7 @@ def _hold_open(
         while (remaining := deadline - time.monotonic()) > 0:
             sock.settimeout(remaining)
             try:
-                data = sock.recv(_RECV_BYTES)
+                data = _recv(sock)
             except TimeoutError:
                 break
             if not data:
@@ -272,6 +309,14 @@ def _closed_by_server(
             _flush(sock, protocol)  # the protocol queued the close reply
             return True
     return False
+
+
+def _recv(sock: socket.socket) -> bytes:
+    """What arrived; b"" at EOF, also when a TLS peer closed without a close_notify."""
+    try:
+        return sock.recv(_RECV_BYTES)
+    except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+        return b""
 
 
 def _flush(sock: socket.socket, protocol: ClientProtocol) -> None:

@@ -112,6 +112,10 @@ def _on_init(environment: Any, runner: Any, **_kwargs: Any) -> None:
             exposure = local
         _PART.session = ChaosSession(options, environment.host or None, exposure=exposure, totals=totals)
         environment.host = _PART.session.start()
+        # What the session settled at start (the embedded TLS deployment's CA) is what the users,
+        # every later test start and the Locust workers (sent these options by the master) use.
+        environment.parsed_options.ca_file = _PART.session.options.ca_file
+        _PART.use(_PART.session.options)
     except ChaosError as exc:
         log.error("handshake-chaos: %s", exc)
         if _PART.session is not None:

@@ -43,6 +43,12 @@ class ChaosOptions:
     max_handshakes: int = option(
         1_000_000, "--max-handshakes", "upper bound of handshake attempts per Locust process", minimum=1
     )
+    ca_file: str | None = option(
+        None,
+        "--ca-file",
+        "wss://: trust this CA bundle instead of the system's (with --tls: the embedded deployment's own CA)",
+    )
+    insecure: bool = option(False, "--insecure", "wss://: do not verify the server's certificate (self-signed)")
     # -- the deployment (embedded: started by the tool) -----------------------------------
     ws: str = option(
         "auto",
@@ -70,6 +76,12 @@ class ChaosOptions:
         None,
         "--app",
         "your ASGI app (module:attr) for the embedded deployment; the probe route is mounted beside it",
+        scope="process",
+    )
+    tls: bool = option(
+        False,
+        "--tls",
+        "the embedded deployment serves wss:// with a throwaway certificate made at start",
         scope="process",
     )
     app_dir: str | None = option(
@@ -192,6 +204,10 @@ class ChaosOptions:
             raise UsageError("a target master pid/pidfile needs --host pointing at that deployment")
         if self.app is not None and ":" not in self.app:
             raise UsageError(f"--app must look like module:attribute, got {self.app!r}")
+        if self.ca_file is not None and not Path(self.ca_file).is_file():
+            raise UsageError(f"--ca-file: no such file {self.ca_file}")
+        if self.tls and host:
+            raise UsageError("--tls makes the embedded deployment serve wss://; with --host, give a wss:// URL instead")
         if self.app_dir is not None and not Path(self.app_dir).is_dir():
             raise UsageError(f"--app-dir: no such directory {self.app_dir}")
         self.gate_policy()
@@ -214,7 +230,12 @@ class ChaosOptions:
         )
 
     def target_config(self) -> TargetConfig:
-        kwargs: dict[str, Any] = {"ws": self.ws, "workers": self.workers, "graceful_timeout": self.graceful_timeout}
+        kwargs: dict[str, Any] = {
+            "ws": self.ws,
+            "workers": self.workers,
+            "graceful_timeout": self.graceful_timeout,
+            "tls": self.tls,
+        }
         if self.target_python:
             kwargs["python"] = self.target_python
         if self.app:
@@ -233,6 +254,8 @@ class ChaosOptions:
             ws_path=self.ws_path,
             connect_timeout=self.connect_timeout,
             handshake_timeout=self.handshake_timeout,
+            ca_file=self.ca_file,
+            insecure=self.insecure,
         )
 
     def as_dict(self) -> dict[str, Any]:

@@ -9,6 +9,7 @@ sleeps yield to the users.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -90,6 +91,9 @@ class ChaosSession:
             self.host = self.target.url
             self.versions = dict(self.target.versions)
             error_log: Path | None = self.target.error_log
+            if self.target.ca_file is not None and self.options.ca_file is None:
+                # The users trust the deployment's throwaway CA, and only that.
+                self.options = dataclasses.replace(self.options, ca_file=str(self.target.ca_file))
         else:
             assert self.host is not None
             self.listen_port = urlsplit(self.host).port

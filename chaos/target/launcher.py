@@ -53,6 +53,8 @@ class TargetConfig:
     startup_timeout: float = 60.0
     run_dir: Path | None = None
     env: dict[str, str] = field(default_factory=dict)
+    # Serve wss:// with a throwaway certificate authority made at start (ca.pem in the run dir).
+    tls: bool = False
 
     def validate(self) -> None:
         try:
@@ -128,7 +130,24 @@ class Target:
     @property
     def url(self) -> str:
         host = f"[{self.config.host}]" if ":" in self.config.host else self.config.host
-        return f"ws://{host}:{self.port}"
+        return f"{'wss' if self.config.tls else 'ws'}://{host}:{self.port}"
+
+    @property
+    def ca_file(self) -> Path | None:
+        """The certificate authority clients trust for the embedded deployment's TLS, if any."""
+        return self.run_dir / "ca.pem" if self.config.tls else None
+
+    def _tls_arguments(self) -> list[str]:
+        if not self.config.tls:
+            return []
+        import trustme  # only a TLS run needs it (and its cryptography)
+
+        authority = trustme.CA(organization_name="handshake-chaos")
+        certificate = authority.issue_cert(self.config.host, "localhost", "127.0.0.1", "::1")
+        authority.cert_pem.write_to_path(str(self.run_dir / "ca.pem"))
+        certificate.private_key_pem.write_to_path(str(self.run_dir / "server-key.pem"))
+        certificate.cert_chain_pems[0].write_to_path(str(self.run_dir / "server-cert.pem"))
+        return ["--certfile", str(self.run_dir / "server-cert.pem"), "--keyfile", str(self.run_dir / "server-key.pem")]
 
     def worker_base(self) -> str:
         if self.config.worker_base != "auto":
@@ -150,6 +169,7 @@ class Target:
         else:
             self.run_dir = config.run_dir
             self.run_dir.mkdir(parents=True, exist_ok=True)
+        tls_arguments = self._tls_arguments()
         sock = _listen_socket(config.host, config.port)
         self.port = sock.getsockname()[1]
         pythonpath = [str(TARGET_SIDE_DIR), *config.app_path]
@@ -181,6 +201,7 @@ class Target:
             "--pid", str(self.run_dir / "gunicorn.pid"),
             "--worker-tmp-dir", str(self.run_dir),
             "--chdir", os.getcwd(),
+            *tls_arguments,
         ]  # fmt: skip
         log.info("starting gunicorn on %s:%d: %s", config.host, self.port, " ".join(command))
         with open(self.run_dir / "gunicorn-output.log", "ab") as output:

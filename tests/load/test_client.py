@@ -125,3 +125,18 @@ def test_accept_and_close_in_one_read_is_closed_not_broken(raw_server):
 
 
 _REQUEST: list[bytes] = []
+
+
+def test_wss_verifies_the_certificate_unless_told(start_target):
+    from chaos.load.client import tls_context
+    from chaos.results import TLS_UNTRUSTED
+
+    target = start_target(workers=1, tls=True)
+    assert target.url.startswith("wss://") and target.ca_file is not None
+    url = f"{target.url}/ws/probe?hold=0&keep=5"
+    untrusted = hold_handshake(url, keep_open=0, tls=tls_context())  # the system's store knows no throwaway CA
+    assert untrusted.outcome == TLS_UNTRUSTED and "certificate" in untrusted.detail
+    assert hold_handshake(url, keep_open=0, tls=tls_context(str(target.ca_file))).outcome == ACCEPTED
+    assert hold_handshake(url, keep_open=0.2, tls=tls_context(insecure=True)).outcome == ACCEPTED
+    plain = hold_handshake(url.replace("wss://", "ws://"), keep_open=0)  # plain text to a TLS port
+    assert plain.outcome not in (ACCEPTED,) and plain.status is None

@@ -132,3 +132,17 @@ def test_options_show_in_the_web_ui_and_quitting_stops_everything(tmp_path):
         assert option not in form, option
     assert "Traceback" not in stderr
     assert_gone(started)
+
+
+def test_the_embedded_default_over_tls(tmp_path):
+    report = tmp_path / "report.json"
+    command = [*LOCUST, "-u", "30", "-r", "30", "-t", "10s", *FAST_CHAOS, "--tls", "--chaos-report-json", str(report)]
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode in (0, 1), done.stderr[-3000:]
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    summary = read_summary(report)
+    assert summary["target"]["url"].startswith("wss://127.0.0.1:")
+    assert summary["outcomes"].get("accepted", 0) > 0, summary["outcomes"]
+    assert not {"tls_untrusted", "tls_failed", "bad_response"} & set(summary["outcomes"])
+    assert summary["signals"]["landed_with_pending"] >= 1
+    assert_gone(summary["target"]["pids"])
