@@ -157,3 +157,15 @@ def metric_sum(metrics_url: str, name: str) -> float:
         for sample in family.samples
         if sample.name == name
     )
+
+
+def locust_requests(stats_csv: Path) -> int:
+    """Locust's Aggregated request count in its --csv stats file (0 until it has written one)."""
+    import csv
+
+    try:
+        with Path(stats_csv).open() as handle:
+            rows = {row["Name"]: row for row in csv.DictReader(handle)}
+    except (OSError, KeyError):
+        return 0
+    return int(rows.get("Aggregated", {}).get("Request Count") or 0)

@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.conftest import free_port, metric_sum, read_summary, wait_until
+from tests.conftest import free_port, locust_requests, metric_sum, read_summary, wait_until
 
 CLI = [sys.executable, "-m", "chaos"]
 FAST = ["--hold-seconds", "1", "--term-interval", "1", "--term-jitter", "0.5", "--metrics-port", "0"]
@@ -79,7 +79,7 @@ def test_a_signal_at_any_moment_stops_everything_and_keeps_the_summary(tmp_path,
 
             def signalled() -> bool:
                 started.look()
-                return _log_says(report, "sent TERM to worker")
+                return _log_says(report, "sent TERM to worker") and locust_requests(report / "locust_stats.csv") > 0
 
             wait_until(signalled, 60, "a TERM under load")
             time.sleep(rng.uniform(0.0, 1.0))  # a random moment within the load, not a readiness wait
@@ -124,7 +124,11 @@ def test_the_locustfile_stopped_by_sigterm_is_interrupted_with_143(tmp_path):
 
     def signalled() -> bool:
         started.look()
-        return metric_sum(f"http://127.0.0.1:{port}/metrics", "handshake_chaos_signals_total") >= 1
+        metrics = f"http://127.0.0.1:{port}/metrics"
+        return (
+            metric_sum(metrics, "handshake_chaos_signals_total") >= 1
+            and metric_sum(metrics, "handshake_chaos_handshakes_total") >= 1
+        )
 
     try:
         wait_until(signalled, 60, "a TERM under load")

@@ -11,7 +11,7 @@ import pytest
 
 from chaos.commands.matrix import judge_expectations, matrix_exit_code
 from chaos.results import MatrixCell
-from tests.conftest import read_summary
+from tests.conftest import locust_requests, read_summary
 
 CLI = [sys.executable, "-m", "chaos"]
 FAST = ["--hold-seconds", "1", "--term-interval", "1", "--term-jitter", "0.5", "--metrics-port", "0"]
@@ -171,7 +171,11 @@ def test_ctrl_c_stops_the_soak_and_keeps_the_report(tmp_path):
         start_new_session=True,  # a terminal of its own: we press Ctrl-C in it below
     )
     try:
-        wait_until(lambda: _signalled(report), 90, "a TERM")
+        # Under load: a TERM sent and handshakes already counted (users are stopped first on Ctrl-C,
+        # so what is still in flight then is not an outcome).
+        wait_until(
+            lambda: _signalled(report) and locust_requests(report / "locust_stats.csv") > 0, 90, "a TERM under load"
+        )
         started = [p.pid for p in psutil.Process(soak.pid).children(recursive=True)]
         os.killpg(soak.pid, signal.SIGINT)  # what Ctrl-C does: the whole foreground group
         _, stderr = soak.communicate(timeout=150)
