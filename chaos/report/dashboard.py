@@ -37,16 +37,31 @@ def _target(expr: str, legend: str = "", instant: bool = False, table: bool = Fa
 
 
 def _panel(
-    panel_id: int, title: str, kind: str, grid: tuple[int, int, int, int], targets: list[dict[str, Any]], **extra: Any
+    panel_id: int,
+    title: str,
+    kind: str,
+    grid: tuple[int, int, int, int],
+    targets: list[dict[str, Any]],
+    *,
+    description: str,
+    unit: str,
+    decimals: int | None = None,
+    **extra: Any,
 ) -> dict[str, Any]:
+    """A panel; every one says what it shows (description) and in what unit."""
     x, y, w, h = grid
+    defaults: dict[str, Any] = {"unit": unit}
+    if decimals is not None:
+        defaults["decimals"] = decimals
     panel: dict[str, Any] = {
         "id": panel_id,
         "title": title,
+        "description": description,
         "type": kind,
         "datasource": DATASOURCE,
         "gridPos": {"x": x, "y": y, "w": w, "h": h},
         "targets": targets,
+        "fieldConfig": {"defaults": defaults, "overrides": []},
     }
     panel.update(extra)
     return panel
@@ -73,25 +88,41 @@ def panels() -> list[dict[str, Any]]:
     errors = f"handshake_chaos_shutdown_errors_total{{{SELECTOR}}}"
     return [
         _panel(
+            10,
+            "Handshake-time shutdown errors (time range)",
+            "stat",
+            (0, 0, 6, 9),
+            [_target(f"round(sum(increase({errors}[$__range])))", "errors", instant=True)],
+            description="All handshake-time shutdown errors of the selected releases in the time range: 0 is a pass.",
+            options={
+                "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+                "colorMode": "background",
+            },
+            unit="none",
+            decimals=0,  # counts: whole numbers
+        ),
+        _panel(
             1,
             "Handshake-time shutdown errors by release and signature (time range)",
             "table",
-            (0, 0, 14, 9),
+            (6, 0, 10, 9),
             [
                 _target(
-                    f"sum by (release, ws, side, signature) (increase({errors}[$__range])) > 0",
+                    f"round(sum by (release, ws, side, signature) (increase({errors}[$__range]))) > 0",
                     instant=True,
                     table=True,
                 )
             ],
             transformations=[{"id": "organize", "options": {"excludeByName": {"Time": True}}}],
-            description="The headline: every handshake-time shutdown error counted, per release, side and signature.",
+            description="Every handshake-time shutdown error in the time range, per release, side and signature.",
+            unit="none",
+            decimals=0,  # counts: whole numbers
         ),
         _panel(
             2,
             "What is under test",
             "table",
-            (14, 0, 10, 9),
+            (16, 0, 8, 9),
             [
                 _target(
                     f"max by (release, ws, uvicorn, gunicorn, python, websockets, wsproto, h11, worker_class) "
@@ -101,6 +132,8 @@ def panels() -> list[dict[str, Any]]:
                 )
             ],
             transformations=[{"id": "organize", "options": {"excludeByName": {"Time": True, "Value": True}}}],
+            description="The versions each release label ran with: uvicorn, gunicorn, Python, the ws libraries.",
+            unit="none",
         ),
         _panel(
             3,
@@ -108,7 +141,8 @@ def panels() -> list[dict[str, Any]]:
             "timeseries",
             (0, 9, 24, 9),
             [_target(f"sum by (release, signature) (rate({errors}[$__rate_interval]))", "{{release}} {{signature}}")],
-            fieldConfig={"defaults": {"unit": "ops"}, "overrides": []},
+            description="When the errors happened: per-second rate by release and signature (TERMs are annotations).",
+            unit="ops",
         ),
         _panel(
             4,
@@ -122,7 +156,8 @@ def panels() -> list[dict[str, Any]]:
                     "{{release}} {{outcome}}",
                 )
             ],
-            fieldConfig={"defaults": {"unit": "reqps"}, "overrides": []},
+            description="How every handshake attempt ended: accepted, HTTP rejections, dropped, reset, timeout, ...",
+            unit="reqps",
         ),
         _panel(
             5,
@@ -130,6 +165,9 @@ def panels() -> list[dict[str, Any]]:
             "timeseries",
             (12, 18, 12, 9),
             [_target(f"sum by (release, ws) (handshake_chaos_pending_handshakes{{{SELECTOR}}})", "{{release}} {{ws}}")],
+            description="Handshakes sent and not yet answered: what a TERM can catch at any moment.",
+            unit="none",
+            decimals=0,  # counts: whole numbers
         ),
         _panel(
             6,
@@ -149,6 +187,8 @@ def panels() -> list[dict[str, Any]]:
                     ref="B",
                 ),
             ],
+            description="Signals the controller sent, and those that caught at least one pending handshake.",
+            unit="opm",
         ),
         _panel(
             7,
@@ -169,6 +209,9 @@ def panels() -> list[dict[str, Any]]:
                     ref="B",
                 ),
             ],
+            description="How many pending handshakes the signalled worker held at each TERM (mean and p95).",
+            unit="none",
+            decimals=1,
         ),
         _panel(
             8,
@@ -188,21 +231,31 @@ def panels() -> list[dict[str, Any]]:
                     ref="B",
                 ),
             ],
-            fieldConfig={"defaults": {"unit": "s"}, "overrides": []},
+            description="From a signal to the replacement worker serving (p50 and p95).",
+            unit="s",
         ),
         _panel(
             9,
             "How signalled workers exited (time range)",
-            "barchart",
+            "bargauge",
             (0, 35, 24, 8),
             [
                 _target(
-                    f"sum by (release, kind) "
-                    f"(increase(handshake_chaos_worker_exits_total{{{SELECTOR}}}[$__range])) > 0",
+                    f"round(sum by (release, kind) "
+                    f"(increase(handshake_chaos_worker_exits_total{{{SELECTOR}}}[$__range]))) > 0",
                     "{{release}} {{kind}}",
                     instant=True,
                 )
             ],
+            description="Signalled workers by how they ended: signalled or clean is healthy; crash, nonzero, "
+            "killed and timeout dropped every connection the worker held.",
+            options={
+                "displayMode": "basic",
+                "orientation": "horizontal",
+                "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+            },
+            unit="none",
+            decimals=0,  # counts: whole numbers
         ),
     ]
 
@@ -263,6 +316,15 @@ def dashboard() -> dict[str, Any]:
             ]
         },
         "panels": panels(),
+        "links": [
+            {
+                "title": "handshake-chaos dashboards",
+                "type": "dashboards",
+                "tags": ["handshake-chaos"],
+                "asDropdown": True,
+            },
+            {"title": "Alert rules", "type": "link", "url": "/alerting/list?search=handshake-chaos", "icon": "bolt"},
+        ],
     }
 
 

@@ -174,3 +174,32 @@ def test_every_panel_query_returns_data_from_a_real_prometheus(prometheus_scrapi
                 assert series["metric"]["release"] == "0.19.0"
         series_counts[where] = len(result)
     print("series per query:", json.dumps(series_counts, indent=1))
+
+
+def test_every_panel_follows_the_dashboard_rules():
+    import yaml
+
+    board = dashboard()
+    for panel in board["panels"]:
+        where = panel["title"]
+        assert panel.get("description"), f"{where}: no description"
+        assert panel["fieldConfig"]["defaults"].get("unit"), f"{where}: no unit"
+        assert panel["datasource"]["uid"] == "${datasource}", where
+        if panel["type"] == "table" or "count" in where.lower() or "(time range)" in where:
+            if panel["type"] != "table" or "under test" not in where:
+                assert panel["fieldConfig"]["defaults"].get("decimals") == 0, f"{where}: counts are whole numbers"
+        # A bar chart fed several series draws nonsense: by-kind breakdowns use a bar gauge or a table.
+        assert panel["type"] != "barchart", where
+    headline = [p for p in board["panels"] if p["type"] == "stat"]
+    assert headline and headline[0]["gridPos"]["y"] == 0 and "increase(" in headline[0]["targets"][0]["expr"]
+    assert board["links"] and {link["type"] for link in board["links"]} >= {"dashboards", "link"}
+    rules = yaml.safe_load((DASHBOARDS / "alerts.yml").read_text())["groups"][0]["rules"]
+    runbook = (ROOT / "docs" / "runbook.md").read_text().lower()
+    for rule in rules:
+        annotations = rule["annotations"]
+        assert annotations["dashboard_url"].startswith(f"/d/{board['uid']}/"), rule["alert"]
+        path, _, anchor = annotations["runbook_url"].partition("#")
+        assert (ROOT / path).is_file() and f"## {anchor.replace('-', ' ')}" in runbook.replace("-", " "), rule["alert"]
+        assert rule["labels"]["severity"] in ("warning", "critical")
+    alerts_text = (DASHBOARDS / "alerts.yml").read_text()
+    assert "`for:`" in alerts_text  # the for: choices are documented where they are made
