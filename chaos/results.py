@@ -288,6 +288,16 @@ class SoakRun(JsonRecord):
 
 
 @dataclass
+class TimelinePoint(JsonRecord):
+    """The run at one moment: seconds since it started, pending handshakes, attempts and errors so far."""
+
+    t: float
+    pending: int
+    handshakes: int
+    errors: dict[str, int] = field(default_factory=dict)  # side:signature -> count so far
+
+
+@dataclass
 class RunSummary(JsonRecord):
     """``summary.json``: everything a run counted, as CI jobs parse it."""
 
@@ -306,6 +316,8 @@ class RunSummary(JsonRecord):
     metrics_totals: dict[str, float] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
     duration_seconds: float = 0.0
+    started: float = 0.0  # wall-clock time the run started; signal records' times are wall-clock too
+    timeline: list[TimelinePoint] = field(default_factory=list)
     soak: SoakRun | None = None
 
     def error_counts(self) -> dict[str, int]:

@@ -29,10 +29,12 @@ from chaos.commands.stopping import Interrupted, StopFlag
 from chaos.errors import ChaosError, TargetError, UsageError
 from chaos.optionmodel import changed_args, declared, option
 from chaos.report.files import write_markdown_report
+from chaos.report.page import write_soak_page
 from chaos.report.text import format_summary
 from chaos.results import DEFAULT_MODE, RunSummary, SignalsSummary, SoakRun
 from chaos.run.gate import interrupted, verdict
 from chaos.run.options import ChaosOptions
+from chaos.run.session import FIRST_SEEN
 from chaos.target.environments import ReleaseSpec, build_environment
 from chaos.target.launcher import read_versions
 from chaos.target.processes import die_with_parent
@@ -274,7 +276,7 @@ def run_soak(
             env=_locust_environment(),
         )
         try:
-            _watch(locust, config, started, quiet, stop)
+            _watch(locust, config, started, quiet, stop, report / "locust.log")
         finally:
             _reap(locust)
     summary_path = report / "summary.json"
@@ -285,13 +287,16 @@ def run_soak(
     summary.soak = SoakRun(round(time.monotonic() - started, 1), locust.returncode, command)
     summary.write(summary_path)
     write_markdown_report(summary, report / "report.md")
+    write_soak_page(summary, report / "report.html")
     if not quiet:
         print(format_summary(summary), flush=True)
         print(f"report: {report}/", flush=True)
     return summary
 
 
-def _watch(locust: subprocess.Popen[bytes], config: SoakConfig, started: float, quiet: bool, stop: StopFlag) -> None:
+def _watch(
+    locust: subprocess.Popen[bytes], config: SoakConfig, started: float, quiet: bool, stop: StopFlag, log_path: Path
+) -> None:
     options = config.options
     url = f"http://{options.metrics_host}:{options.metrics_port}/metrics"
     duration = config.settings.duration
@@ -299,7 +304,10 @@ def _watch(locust: subprocess.Popen[bytes], config: SoakConfig, started: float, 
     deadline = started + duration + _OVERRUN_SECONDS
     next_progress = started + _PROGRESS_SECONDS
     forwarded = False
+    echo = _FirstSeenEcho(log_path)
     while locust.poll() is None:
+        if not quiet:
+            echo.poll()
         now = time.monotonic()
         if stop.signum is not None and not forwarded:
             forwarded = True
@@ -316,6 +324,8 @@ def _watch(locust: subprocess.Popen[bytes], config: SoakConfig, started: float, 
         if not quiet and not forwarded and time.monotonic() >= next_progress:
             next_progress += _PROGRESS_SECONDS
             _progress(url, time.monotonic() - started, duration)
+    if not quiet:
+        echo.poll()
 
 
 def _send(locust: subprocess.Popen[bytes], signum: int) -> None:
@@ -341,18 +351,44 @@ def _progress(url: str, elapsed: float, duration: float) -> None:
         print(f"  {elapsed:5.0f}s elapsed, {max(0.0, duration - elapsed):5.0f}s left (starting)", file=sys.stderr)
         return
     totals: dict[str, float] = {}
+    signatures = set()
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.name.endswith("_total"):
                 totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
+            if sample.name == "handshake_chaos_shutdown_errors_total" and sample.value > 0:
+                signatures.add((sample.labels.get("side"), sample.labels.get("signature")))
     print(
         f"  {elapsed:5.0f}s elapsed, {max(0.0, duration - elapsed):5.0f}s left: "
         f"TERMs {totals.get('handshake_chaos_signals_total', 0):.0f}, "
         f"handshakes {totals.get('handshake_chaos_handshakes_total', 0):.0f}, "
-        f"errors {totals.get('handshake_chaos_shutdown_errors_total', 0):.0f}",
+        f"errors {totals.get('handshake_chaos_shutdown_errors_total', 0):.0f} "
+        f"({len(signatures)} signature{'' if len(signatures) == 1 else 's'})",
         file=sys.stderr,
         flush=True,
     )
+
+
+class _FirstSeenEcho:
+    """Echoes the Locust process's first-seen-signature lines to this console as they are logged."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0
+        self.partial = ""
+
+    def poll(self) -> None:
+        try:
+            with self.path.open("r", errors="replace") as handle:
+                handle.seek(self.offset)
+                text = handle.read()
+                self.offset = handle.tell()
+        except OSError:
+            return
+        *lines, self.partial = (self.partial + text).split("\n")
+        for line in lines:
+            if FIRST_SEEN in line:
+                print("  " + line[line.index(FIRST_SEEN) :], file=sys.stderr, flush=True)
 
 
 def _error_summary(

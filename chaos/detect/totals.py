@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from collections.abc import Callable
 
 from chaos import catalog
 from chaos.detect.client import ClientDelta
@@ -21,26 +22,41 @@ class RunTotals:
         self._outcomes: Counter[str] = Counter()
         self._errors: dict[tuple[Side, str], ErrorRow] = {}
         self._lock = threading.Lock()
+        self._first_seen: list[Callable[[ErrorRow], None]] = []
+
+    def on_first_seen(self, callback: Callable[[ErrorRow], None]) -> None:
+        """``callback(row)`` once per signature, the first time it is counted (outside the lock)."""
+        self._first_seen.append(callback)
 
     def add_client(self, delta: ClientDelta) -> None:
+        new = []
         with self._lock:
             self._outcomes.update(delta.outcomes)
             for signature, count in delta.errors.items():
-                row = self._row("client", signature, None)
+                row, first = self._row("client", signature, None)
                 row.count += count
                 row.example = row.example or delta.examples.get(signature, "")
+                new += [row] if first else []
+        self._announce(new)
 
     def add_server(self, error: DetectedError) -> None:
         with self._lock:
-            row = self._row("server", error.signature, error.reference)
+            row, first = self._row("server", error.signature, error.reference)
             row.count += 1
             row.example = row.example or error.example
+        self._announce([row] if first else [])
 
-    def _row(self, side: Side, signature: str, reference: str | None) -> ErrorRow:
+    def _row(self, side: Side, signature: str, reference: str | None) -> tuple[ErrorRow, bool]:
         key = (side, signature)
-        if key not in self._errors:
-            self._errors[key] = ErrorRow(side, signature, 0, "", reference or catalog.reference(signature))
-        return self._errors[key]
+        if key in self._errors:
+            return self._errors[key], False
+        self._errors[key] = ErrorRow(side, signature, 0, "", reference or catalog.reference(signature))
+        return self._errors[key], True
+
+    def _announce(self, rows: list[ErrorRow]) -> None:
+        for row in rows:
+            for callback in self._first_seen:
+                callback(ErrorRow(row.side, row.signature, row.count, row.example, row.reference))
 
     def reset(self) -> None:
         """Starts the counts over (Locust's Reset Stats), so they keep matching Locust's request count."""

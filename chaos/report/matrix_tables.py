@@ -74,6 +74,12 @@ def html_page(result: MatrixResult) -> str:
     for cell, row in zip(result.cells, rows(result), strict=True):
         color = colors.get(cell.verdict, "#f0f0f0")
         cells = "".join(f"<td>{html.escape(value)}</td>" for value in row)
+        if cell.status == "ran" and cell.report_dir:
+            # Each soak's own page sits in the cell's directory beside matrix.html.
+            page = html.escape(f"{Path(cell.report_dir).name}/report.html", quote=True)
+            cells = cells.replace(
+                f"<td>{html.escape(row[2])}</td>", f'<td><a href="{page}">{html.escape(row[2])}</a></td>', 1
+            )
         body.append(f'<tr style="background:{color}">{cells}</tr>')
     head = "".join(f"<th>{html.escape(column)}</th>" for column in COLUMNS)
     return f"""<!doctype html>

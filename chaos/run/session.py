@@ -28,7 +28,16 @@ from chaos.detect.server import ServerDetector
 from chaos.detect.totals import RunTotals
 from chaos.errors import ChaosError, UsageError
 from chaos.report.metrics import ChaosCollector, MetricsSnapshot, serve, totals
-from chaos.results import DEFAULT_MODE, Address, GateResult, RunSummary, SignalRecord, TargetSummary
+from chaos.results import (
+    DEFAULT_MODE,
+    Address,
+    ErrorRow,
+    GateResult,
+    RunSummary,
+    SignalRecord,
+    TargetSummary,
+    TimelinePoint,
+)
 from chaos.run.controller import ControllerState, RollingTermController
 from chaos.run.exposure import ExposureStrategy
 from chaos.run.gate import decide
@@ -39,6 +48,8 @@ from chaos.target.processes import GunicornMaster, read_pidfile, worker_peers
 log = logging.getLogger(__name__)
 
 _LOG_POLL_SECONDS = 0.25
+_TIMELINE_SECONDS = 1.0
+_TIMELINE_POINTS = 3600  # past this, every other point is dropped: the page stays small
 _SUMMED_METRICS = ("handshake_chaos_handshakes", "handshake_chaos_shutdown_errors", "handshake_chaos_signals")
 
 
@@ -58,6 +69,7 @@ class ChaosSession:
         self.embedded = not host
         self.exposure = exposure
         self.totals = totals if totals is not None else RunTotals()
+        self.totals.on_first_seen(_announce_first)
         self.registry = registry if registry is not None else CollectorRegistry()
         self.registry.register(ChaosCollector(self._metrics_snapshot))
         self.target: Target | None = None
@@ -79,6 +91,7 @@ class ChaosSession:
         self._controller_thread: threading.Thread | None = None
         self._metrics_server: Any = None
         self.started = time.time()
+        self.timeline: list[TimelinePoint] = []
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -170,6 +183,8 @@ class ChaosSession:
         for record in self._unsettled:
             self._settle_exit(record)
         self._unsettled.clear()
+        if self._labelled:
+            self._sample()  # the run's last moment, with everything counted
         self._stop_background.set()
         for thread in self._threads:
             thread.join(timeout=5)
@@ -209,9 +224,21 @@ class ChaosSession:
     def _settle_exit(self, record: SignalRecord) -> None:
         record.exit_kind = (self.detector.exit_kind(record.worker_pid) if self.detector else None) or "unknown"
 
+    def _sample(self) -> None:
+        errors = {f"{row.side}:{row.signature}": row.count for row in self.totals.error_rows()}
+        handshakes = sum(self.totals.outcomes().values())
+        point = TimelinePoint(round(time.time() - self.started, 2), self.exposure.pending(), handshakes, errors)
+        self.timeline.append(point)
+        if len(self.timeline) > _TIMELINE_POINTS:
+            self.timeline[:] = self.timeline[::2]
+
     def _background_loop(self) -> None:
         quiet_polls = 0
+        next_sample = time.monotonic()
         while not self._stop_background.wait(_LOG_POLL_SECONDS):
+            if time.monotonic() >= next_sample:
+                next_sample += _TIMELINE_SECONDS
+                self._sample()
             if self.detector is None:
                 continue
             quiet_polls = 0 if self.detector.poll() else quiet_polls + 1
@@ -286,11 +313,24 @@ class ChaosSession:
             metrics_totals={name: sum(totals(self.registry, f"{name}_total", ()).values()) for name in _SUMMED_METRICS},
             options=self.options.as_dict(),
             duration_seconds=round(time.time() - self.started, 3),
+            started=self.started,
+            timeline=list(self.timeline),
         )
 
     def write_report(self, summary: RunSummary) -> None:
         if self.options.report_json:
             summary.write(Path(self.options.report_json))
+
+
+FIRST_SEEN = "handshake-chaos: first"  # how the console line starts (soak echoes these lines)
+
+
+def _announce_first(row: ErrorRow) -> None:
+    """One console line the first time a signature is seen: what, how many so far, the example, the reference."""
+    see = f" (see {row.reference})" if row.reference else ""
+    log.warning(
+        "%s %s-side %s, %d so far: %s%s", FIRST_SEEN, row.side, row.signature, row.count, row.example[:200], see
+    )
 
 
 def _run(controller: RollingTermController, stop: threading.Event) -> None:

@@ -42,6 +42,11 @@ def test_soak_0_19_0_wsproto_fails_on_596(tmp_path, release_cache):
         assert (report / name).is_file(), name
     assert "uvicorn_596_wsproto_close_during_handshake" in (report / "report.md").read_text()
     assert "elapsed" in done.stderr  # progress while it ran
+    # The first time a signature is seen: one line with its name, count so far, example and reference.
+    first = [line for line in done.stderr.splitlines() if "first server-side uvicorn_596" in line]
+    assert len(first) == 1 and "so far: " in first[0] and "cannot be sent during the handshake" in first[0], first
+    assert "issues/596" in first[0]
+    assert any("signature" in line and "errors" in line for line in done.stderr.splitlines() if "elapsed" in line)
 
 
 def test_soak_0_20_0_wsproto_has_none_of_596(tmp_path, release_cache):
