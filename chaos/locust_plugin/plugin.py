@@ -32,10 +32,11 @@ from chaos.detect.totals import RunTotals
 from chaos.errors import ChaosError
 from chaos.load.client import HandshakeResult, LoadProfile, hold_one
 from chaos.load.ledger import HandshakeLedger
+from chaos.locust_plugin import webui
 from chaos.locust_plugin.distributed import BroadcastExposure, WorkerSide
 from chaos.optionmodel import add_to_locust, build, with_test_scope
 from chaos.report.text import format_summary
-from chaos.results import REFUSED
+from chaos.results import REFUSED, RunSummary
 from chaos.run.exposure import ExposureStrategy, LocalExposure
 from chaos.run.options import ChaosOptions
 from chaos.run.session import ChaosSession
@@ -90,8 +91,12 @@ class _SigtermNoted(logging.Handler):
             _PART.sigterm_seen = True
 
 
+def _live_summary() -> RunSummary | None:
+    return _PART.session.summary() if _PART.session is not None else None
+
+
 @events.init.add_listener
-def _on_init(environment: Any, runner: Any, **_kwargs: Any) -> None:
+def _on_init(environment: Any, runner: Any, web_ui: Any = None, **_kwargs: Any) -> None:
     logging.getLogger("locust.main").addHandler(_SigtermNoted())
     _PART.reset_on_spawned = bool(getattr(environment, "reset_stats", False))
     try:
@@ -116,6 +121,8 @@ def _on_init(environment: Any, runner: Any, **_kwargs: Any) -> None:
         # every later test start and the Locust workers (sent these options by the master) use.
         environment.parsed_options.ca_file = _PART.session.options.ca_file
         _PART.use(_PART.session.options)
+        if web_ui is not None:
+            webui.attach(web_ui, _live_summary)
     except ChaosError as exc:
         log.error("handshake-chaos: %s", exc)
         if _PART.session is not None:
