@@ -38,9 +38,12 @@ def test_soak_0_19_0_wsproto_fails_on_596(tmp_path, release_cache):
     assert summary["gate"] == summary["gate"] | {"verdict": "fail", "exit_code": 1}
     assert _signatures(summary).get("uvicorn_596_wsproto_close_during_handshake", 0) > 0
     assert summary["versions"]["gunicorn"] == "20.1.0"
-    for name in ("report.md", "locust_stats.csv", "locust.html", "server/gunicorn-error.log"):
+    for name in ("report.md", "report.html", "locust_stats.csv", "locust.html", "server/gunicorn-error.log"):
         assert (report / name).is_file(), name
     assert "uvicorn_596_wsproto_close_during_handshake" in (report / "report.md").read_text()
+    page = (report / "report.html").read_text()
+    assert page.count('class="signal-marker"') == 2 * summary["signals"]["sent"] and "<script" not in page
+    assert len(summary["timeline"]) >= 5 and summary["timeline"][-1]["errors"]
     assert "elapsed" in done.stderr  # progress while it ran
     # The first time a signature is seen: one line with its name, count so far, example and reference.
     first = [line for line in done.stderr.splitlines() if "first server-side uvicorn_596" in line]
