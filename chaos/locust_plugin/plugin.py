@@ -83,12 +83,21 @@ def _add_options(parser: Any) -> None:
 
 class _SigtermNoted(logging.Handler):
     """Tells a SIGTERM stop (exit 143) from a Ctrl-C (130): Locust's own SIGTERM handler logs this
-    line just before it shuts down, in the same greenlet; Ctrl-C arrives as KeyboardInterrupt and
-    leaves Python's SIGINT handler in place (wrapping it would print a traceback through gevent)."""
+    line just before it shuts down, in the same greenlet."""
 
     def emit(self, record: logging.LogRecord) -> None:
         if record.getMessage() == "Got SIGTERM signal":
             _PART.sigterm_seen = True
+
+
+def _interrupt_main() -> None:
+    """Ctrl-C, delivered where Locust waits for it.
+
+    Python raises KeyboardInterrupt in whichever greenlet happens to run when SIGINT arrives; when
+    that is the web UI answering a request, the exception ends that request only and Locust never
+    stops. A gevent signal handler runs in a greenlet of its own and throws it into the main one.
+    """
+    gevent.get_hub().parent.throw(KeyboardInterrupt)
 
 
 def _live_summary() -> RunSummary | None:
@@ -98,6 +107,8 @@ def _live_summary() -> RunSummary | None:
 @events.init.add_listener
 def _on_init(environment: Any, runner: Any, web_ui: Any = None, **_kwargs: Any) -> None:
     logging.getLogger("locust.main").addHandler(_SigtermNoted())
+    if not isinstance(runner, WorkerRunner) and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        gevent.signal_handler(signal.SIGINT, _interrupt_main)
     _PART.reset_on_spawned = bool(getattr(environment, "reset_stats", False))
     try:
         options = build(ChaosOptions, vars(environment.parsed_options), "locust")
