@@ -229,10 +229,16 @@ def changed_args(options: object, entry: str = "locust") -> list[str]:
     return args
 
 
-def _help(item: Declared, entry: str) -> str:
+def _shown_default(item: Declared, entry: str) -> str:
+    """The default as help and the docs show it ("" when there is none)."""
     default = item.default_for(entry)
-    shown = "off" if item.base is bool and not default else item.text(default) if not item.many else " ".join(default)
-    return f"{item.meta.help} (default: {shown or 'none'})"
+    if item.base is bool:
+        return "on" if default else "off"
+    return " ".join(default) if item.many else item.text(default)
+
+
+def _help(item: Declared, entry: str) -> str:
+    return f"{item.meta.help} (default: {_shown_default(item, entry) or 'none'})"
 
 
 def add_to_parser(parser: argparse.ArgumentParser, cls: type, entry: str) -> None:
@@ -294,12 +300,6 @@ def reference_table(cls: type, entry: str) -> list[tuple[str, str, str, str]]:
     """(flags, default, env var, help) of each option, for the generated docs."""
     rows = []
     for item in declared_on(cls, entry):
-        default = item.default_for(entry)
-        shown = (
-            "off"
-            if item.base is bool and not default
-            else (" ".join(default) if item.many else item.text(default)) or "-"
-        )
         scope = "" if entry != "locust" or item.meta.scope == "test" else " (at start only)"
-        rows.append((", ".join(item.flags), shown, item.env_var, item.meta.help + scope))
+        rows.append((", ".join(item.flags), _shown_default(item, entry) or "-", item.env_var, item.meta.help + scope))
     return rows

@@ -61,14 +61,14 @@ TABLES = [
 _MAX_ROWS = 500
 
 
-def extended_stats(summary: RunSummary, mode: str) -> list[dict[str, Any]]:
+def extended_stats(summary: RunSummary) -> list[dict[str, Any]]:
     started = summary.started
     signals = [
         {
             "name": str(record.id),
             "id": record.id,
             "at": round(record.time - started, 1),
-            "mode": mode,
+            "mode": summary.mode,
             "target": f"{record.signal} to {record.role} {record.worker_pid}",
             "pending": record.pending,
             "recovery": "" if record.replacement_seconds is None else round(record.replacement_seconds, 2),
@@ -115,7 +115,7 @@ def attach(web_ui: Any, summary: Callable[[], RunSummary | None]) -> None:
         if current is None or response.status_code != 200:
             return response
         body = response.get_json(silent=True) or {}
-        body["extended_stats"] = extended_stats(current, current.mode)
+        body["extended_stats"] = extended_stats(current)
         response.set_data(json.dumps(body))
         return response
 
