@@ -24,7 +24,8 @@ CellStatus = Literal["ran", "skipped", "error"]
 CellVerdict = Literal["pass", "fail", "inconclusive", "interrupted", "error", "skipped"]
 Side = Literal["server", "client"]
 Role = Literal["worker", "master"]
-Mode = Literal["worker-term"]
+# How a real deploy stops a server, as the controller reproduces it (docs/deploy-shapes.md).
+Mode = Literal["worker-term", "worker-int", "master-ttou", "master-hup"]
 ExitKind = Literal["clean", "signalled", "nonzero", "crash", "timeout", "killed", "unknown"]
 
 EXIT_KINDS: tuple[ExitKind, ...] = get_args(ExitKind)
@@ -221,6 +222,15 @@ class ErrorRow(JsonRecord):
 
 
 @dataclass
+class Reach(JsonRecord):
+    """One worker a signal reached: how many handshakes it held pending then, and how it exited."""
+
+    pid: int
+    pending: int | None = None  # None: counted elsewhere (Locust workers answer as a sum)
+    exit_kind: ExitKind | None = None
+
+
+@dataclass
 class SignalRecord(JsonRecord):
     """One signal the controller sent (or, in dry-run, would have sent)."""
 
@@ -238,6 +248,8 @@ class SignalRecord(JsonRecord):
     # The replacement is ready and every exposure answer is in: the record no longer changes
     # in ways the metrics count (pending, landed).
     settled: bool = False
+    mode: Mode = "worker-term"
+    reach: list[Reach] = field(default_factory=list)  # every worker the signal reached
 
 
 @dataclass

@@ -19,12 +19,32 @@ from typing import Protocol
 import psutil
 
 from chaos.errors import UsageError
-from chaos.results import Address, SignalRecord, SignalsSummary
+from chaos.results import Address, Mode, Role, SignalRecord, SignalsSummary
 from chaos.target.processes import GunicornMaster, heartbeat_ticked
 
 log = logging.getLogger(__name__)
 
 SIGNALS = {"TERM": signal.SIGTERM, "INT": signal.SIGINT, "QUIT": signal.SIGQUIT}
+_MASTER_SIGNALS = {"TTOU": signal.SIGTTOU, "TTIN": signal.SIGTTIN, "HUP": signal.SIGHUP}
+
+
+@dataclass(frozen=True)
+class ModeSpec:
+    """What a chaos mode sends, to whom, and which workers that reaches."""
+
+    signal: str
+    role: Role
+    reaches_all: bool = False  # HUP: every worker of the master; else the oldest one
+    restore: str | None = None  # sent to the master once the reached worker exited (TTIN after TTOU)
+
+
+# gunicorn's TTOU and HUP both end the *oldest* workers (Arbiter.manage_workers sorts by age).
+MODES: dict[Mode, ModeSpec] = {
+    "worker-term": ModeSpec("TERM", "worker"),
+    "worker-int": ModeSpec("INT", "worker"),
+    "master-ttou": ModeSpec("TTOU", "master", restore="TTIN"),
+    "master-hup": ModeSpec("HUP", "master", reaches_all=True),
+}
 
 
 class StopFlag(Protocol):
@@ -43,6 +63,13 @@ class ControllerConfig:
     replacement_timeout: float = 60.0
     max_signals: int | None = None
     seed: int | None = None
+    mode: Mode = "worker-term"
+
+    @property
+    def spec(self) -> ModeSpec:
+        spec = MODES[self.mode]
+        # The controller command's --signal picks the worker signal of the default mode.
+        return ModeSpec(self.signal_name, "worker") if self.mode == "worker-term" else spec
 
     def validate(self, workers: int | None = None) -> None:
         if self.interval < 0 or self.jitter < 0:
@@ -51,11 +78,13 @@ class ControllerConfig:
             raise UsageError(f"min-alive must not be negative, got {self.min_alive}")
         if self.signal_name not in SIGNALS:
             raise UsageError(f"unknown signal {self.signal_name!r} (choose from {', '.join(SIGNALS)})")
+        if self.mode not in MODES:
+            raise UsageError(f"unknown mode {self.mode!r} (choose from {', '.join(MODES)})")
         if self.replacement_timeout <= 0:
             raise UsageError("replacement timeout must be positive")
         if self.max_signals is not None and self.max_signals < 0:
             raise UsageError("max signals must not be negative")
-        if workers is not None and not self.dry_run and self.min_alive >= workers:
+        if workers is not None and not self.dry_run and not self.spec.reaches_all and self.min_alive >= workers:
             raise UsageError(
                 f"min-alive {self.min_alive} leaves no worker to signal among {workers}; "
                 "use more workers or a lower --min-alive"
@@ -78,13 +107,13 @@ class RollingTermController:
         master: GunicornMaster,
         config: ControllerConfig,
         snapshot: Callable[[int], frozenset[Address]] | None = None,
-        on_signal: Callable[[SignalRecord, frozenset[Address]], int | None] | None = None,
+        on_signal: Callable[[SignalRecord, dict[int, frozenset[Address]]], int | None] | None = None,
         on_replaced: Callable[[SignalRecord], None] | None = None,
         state: ControllerState | None = None,
     ) -> None:
         """``snapshot(pid)`` lists the client addresses a worker holds, taken just before
-        the signal; ``on_signal(record, peers)`` is told of each signal right after it
-        and may return the worker's exposure (how many of ``peers`` were mid-handshake)."""
+        the signal; ``on_signal(record, peers_by_worker)`` is told of each signal right after
+        it and may return its exposure (how many of those peers were mid-handshake)."""
         config.validate()
         self.master = master
         self.config = config
@@ -108,75 +137,96 @@ class RollingTermController:
         return self.state
 
     def step(self, stop: StopFlag) -> SignalRecord | None:
+        spec = self.config.spec
         workers = self.master.workers()
         if not workers:
             return None
-        target = workers[0]
-        if len(workers) - 1 < self.config.min_alive and not self.config.dry_run:
+        reached = workers if spec.reaches_all else workers[:1]
+        # A reload starts the new workers before it stops the old ones: min-alive holds by itself.
+        if not spec.reaches_all and len(workers) - 1 < self.config.min_alive and not self.config.dry_run:
             self.state.skipped_min_alive += 1
             log.info("not signalling: %d live workers, min-alive %d", len(workers), self.config.min_alive)
             return None
-        peers = self.snapshot(target.pid)
+        peers = {worker.pid: self.snapshot(worker.pid) for worker in reached}
         snapshot_time = time.time()
         # Verified last, right before the signal: a pid that exited (and may be reused)
         # since it was listed is never signalled.
-        if not self.master.verify_worker(target):
+        if not all(self.master.verify_worker(worker) for worker in reached):
             self.state.lost_targets += 1
             return None
         record = SignalRecord(
             id=len(self.state.records) + 1,
             time=snapshot_time,
-            worker_pid=target.pid,
-            role="worker",
-            signal=self.config.signal_name,
+            worker_pid=reached[0].pid,
+            role=spec.role,
+            signal=spec.signal,
             pending=0,
             dry_run=self.config.dry_run,
+            mode=self.config.mode,
         )
-        if not self.config.dry_run:
-            try:
-                # psutil re-checks the create time before signalling: the last guard against pid reuse.
-                target.send_signal(SIGNALS[self.config.signal_name])
-            except psutil.NoSuchProcess:
-                self.state.lost_targets += 1
-                return None
+        if not self.config.dry_run and not self._send(spec.signal, spec.role, reached[0]):
+            self.state.lost_targets += 1
+            return None
         self.state.records.append(record)
         if self.on_signal is not None:
             pending = self.on_signal(record, peers)
             if pending is not None:
                 record.pending = pending
         verb = "would send" if record.dry_run else "sent"
-        log.info("%s %s to worker %d (%d pending)", verb, record.signal, target.pid, record.pending)
+        if spec.role == "master":
+            workers_reached = ", ".join(str(worker.pid) for worker in reached)
+            whom = f"master {self.master.pid}, reaching worker {workers_reached}"
+        else:
+            whom = f"worker {record.worker_pid}"
+        log.info("%s %s to %s (%d pending)", verb, record.signal, whom, record.pending)
         if record.dry_run:
             return record
-        self._await_replacement(record, target, {w.pid for w in workers}, len(workers), stop)
+        self._await_recovery(record, reached, {w.pid for w in workers}, len(workers), stop)
         if self.on_replaced is not None:
             self.on_replaced(record)
         return record
 
-    def _await_replacement(
+    def _send(self, name: str, role: Role, worker: psutil.Process) -> bool:
+        """psutil re-checks the create time before signalling: the last guard against pid reuse."""
+        target = self.master.process() if role == "master" else worker
+        try:
+            target.send_signal(SIGNALS.get(name) or _MASTER_SIGNALS[name])
+        except psutil.NoSuchProcess:
+            return False
+        return True
+
+    def _await_recovery(
         self,
         record: SignalRecord,
-        target: psutil.Process,
+        reached: list[psutil.Process],
         before: set[int],
         expected: int,
         stop: StopFlag,
     ) -> None:
+        """Until every reached worker has exited and the master serves again with ``expected`` ready workers."""
+        spec = self.config.spec
         started = time.monotonic()
         deadline = started + self.config.replacement_timeout
+        restored = spec.restore is None
         while time.monotonic() < deadline and not stop.is_set() and self.master.is_alive():
-            if record.worker_exit_seconds is None and not _alive(target):
+            if record.worker_exit_seconds is None and not any(_alive(worker) for worker in reached):
                 record.worker_exit_seconds = time.monotonic() - started
+            if record.worker_exit_seconds is not None and not restored:
+                restored = self._send(spec.restore or "", "master", reached[0])
+                if restored:
+                    log.info("sent %s to master %d", spec.restore, self.master.pid)
             workers = self.master.workers()
             fresh = [w for w in workers if w.pid not in before]
-            if record.worker_exit_seconds is not None and len(workers) >= expected:
-                ready = [w for w in fresh if heartbeat_ticked(w.pid) is not False]
-                if ready:
-                    record.replacement_pid = ready[0].pid
+            if record.worker_exit_seconds is not None and restored and len(workers) >= expected:
+                # Every worker serving now must be ready: after a reload, that is the whole new generation.
+                waiting_for = fresh if spec.reaches_all else fresh[:1]
+                if waiting_for and all(heartbeat_ticked(w.pid) is not False for w in waiting_for):
+                    record.replacement_pid = waiting_for[0].pid
                     record.replacement_seconds = time.monotonic() - started
                     return
             stop.wait(0.05)
         if time.monotonic() >= deadline:
-            log.warning("worker %d was not replaced within %.0fs", record.worker_pid, self.config.replacement_timeout)
+            log.warning("the deployment did not recover within %.0fs", self.config.replacement_timeout)
 
 
 def _alive(process: psutil.Process) -> bool:

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 from chaos.errors import UsageError
 from chaos.load.client import LoadProfile
 from chaos.optionmodel import RUN, check_all, option
+from chaos.results import DEFAULT_MODE, MODES, Mode
 from chaos.run.controller import SIGNALS, ControllerConfig
 from chaos.run.gate import GatePolicy
 from chaos.target.launcher import PROBE_WS_PATH, WS_IMPLEMENTATIONS, TargetConfig
@@ -98,6 +99,14 @@ class ChaosOptions:
         entry_points=frozenset({"locust"}),
     )
     # -- the controller ---------------------------------------------------------------------
+    mode: Mode = option(
+        DEFAULT_MODE,
+        "--mode",
+        "what the controller signals, as a real deploy would (docs/deploy-shapes.md)",
+        entry_points=_CONTROLLED,
+        choices=MODES,
+        what="mode",
+    )
     term_interval: float = option(
         3.0, "--term-interval", "seconds between signals", entry_points=_CONTROLLED, aliases=("--interval",), minimum=0
     )
@@ -227,6 +236,7 @@ class ChaosOptions:
             max_signals=self.max_signals,
             signal_name=self.signal_name,
             replacement_timeout=max(60.0, self.graceful_timeout + 30.0),
+            mode=self.mode,
         )
 
     def target_config(self) -> TargetConfig:

@@ -24,15 +24,16 @@ from prometheus_client import CollectorRegistry
 
 from chaos import __version__
 from chaos.detect.logfollow import FileTail
-from chaos.detect.server import ServerDetector
+from chaos.detect.server import EXIT_SEVERITY, ServerDetector
 from chaos.detect.totals import RunTotals
 from chaos.errors import ChaosError, UsageError
 from chaos.report.metrics import ChaosCollector, MetricsSnapshot, serve, totals
 from chaos.results import (
-    DEFAULT_MODE,
     Address,
     ErrorRow,
+    ExitKind,
     GateResult,
+    Reach,
     RunSummary,
     SignalRecord,
     TargetSummary,
@@ -77,7 +78,7 @@ class ChaosSession:
         self.listen_port: int | None = None
         self.versions: dict[str, Any] = {}
         self.release = options.release or "unknown"
-        self.mode = DEFAULT_MODE
+        self.mode = options.mode
         self.metrics_url: str | None = None
         self.detector: ServerDetector | None = None
         # One state for the whole session: signal ids stay unique across controller restarts.
@@ -146,6 +147,7 @@ class ChaosSession:
         """Options for the next test start (load, controller, gate); the deployment keeps its own."""
         options.validate(None if self.embedded else self.host)
         self.options = options
+        self.mode = options.mode
 
     def start_controller(self) -> None:
         if self.master is None or self._controller_thread is not None:
@@ -205,24 +207,37 @@ class ChaosSession:
             self._log_positions[pid] = self.detector.tail.position()
         return worker_peers(pid, self.listen_port) if self.listen_port else frozenset()
 
-    def _on_signal(self, record: SignalRecord, peers: frozenset[Address]) -> int | None:
-        position = self._log_positions.pop(record.worker_pid, None)
-        if not record.dry_run and self.detector is not None:
-            self.detector.open_window(record.worker_pid, position)
-        return self.exposure.resolve(record, peers)
+    def _on_signal(self, record: SignalRecord, peers_by_worker: dict[int, frozenset[Address]]) -> int | None:
+        """Opens a shutdown window on every worker the signal reached and counts what each held pending."""
+        total: int | None = 0
+        for pid, peers in peers_by_worker.items():
+            position = self._log_positions.pop(pid, None)
+            if not record.dry_run and self.detector is not None:
+                self.detector.open_window(pid, position)
+            pending = self.exposure.resolve(record, peers)
+            record.reach.append(Reach(pid, pending))
+            total = None if pending is None or total is None else total + pending
+        return total
 
     def _on_replaced(self, record: SignalRecord) -> None:
         record.settled = True
         if self.detector is not None:
             self.detector.poll()
-            if self.detector.exit_kind(record.worker_pid) is None:
+            if any(self.detector.exit_kind(reach.pid) is None for reach in record.reach):
                 # The master has not logged its verdict yet (the run is stopping): settle at close.
                 self._unsettled.append(record)
                 return
         self._settle_exit(record)
 
     def _settle_exit(self, record: SignalRecord) -> None:
-        record.exit_kind = (self.detector.exit_kind(record.worker_pid) if self.detector else None) or "unknown"
+        """How each reached worker exited; the record keeps the most severe."""
+        kinds: list[ExitKind] = []
+        for reach in record.reach:
+            kind: ExitKind = (self.detector.exit_kind(reach.pid) if self.detector else None) or "unknown"
+            reach.exit_kind = kind
+            kinds.append(kind)
+        worst: ExitKind = max(kinds, key=_severity) if kinds else "unknown"
+        record.exit_kind = worst
 
     def _sample(self) -> None:
         errors = {f"{row.side}:{row.signature}": row.count for row in self.totals.error_rows()}
@@ -320,6 +335,10 @@ class ChaosSession:
     def write_report(self, summary: RunSummary) -> None:
         if self.options.report_json:
             summary.write(Path(self.options.report_json))
+
+
+def _severity(kind: ExitKind) -> int:
+    return EXIT_SEVERITY.get(kind, -1)
 
 
 FIRST_SEEN = "handshake-chaos: first"  # how the console line starts (soak echoes these lines)

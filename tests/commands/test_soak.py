@@ -254,3 +254,22 @@ def test_with_requirements_that_cannot_be_resolved_are_one_line_and_exit_4(tmp_p
     errors = [line for line in done.stderr.splitlines() if line.startswith("handshake-chaos:")]
     assert len(errors) == 1 and "handshake-chaos-no-such-package-here" in errors[0], done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("mode", ["master-hup", "master-ttou"])
+def test_0_19_0_wsproto_fails_on_596_through_the_master(tmp_path, release_cache, mode):
+    """The report behind #596: "it happens every time we send TERM to gunicorn master process"."""
+    report = tmp_path / "report"
+    done = _run(
+        ["soak", "--uvicorn", "0.19.0", "--ws", "wsproto", "--mode", mode, "--duration", "10s", "--users", "30"]
+        + [*FAST, "--report-dir", str(report), "--cache-dir", str(release_cache)],
+        tmp_path,
+    )
+    assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
+    summary = read_summary(report / "summary.json")
+    assert summary["mode"] == mode and _signatures(summary).get("uvicorn_596_wsproto_close_during_handshake", 0) > 0
+    records = summary["signals"]["records"]
+    assert records and all(r["role"] == "master" and r["mode"] == mode for r in records)
+    reached = [len(r["reach"]) for r in records]
+    assert all(n == (2 if mode == "master-hup" else 1) for n in reached), reached
+    assert sum(r["pending"] for r in records) == sum(reach["pending"] for r in records for reach in r["reach"])
