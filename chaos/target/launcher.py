@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+from packaging.version import InvalidVersion, Version
 
 from chaos.errors import TargetError, UsageError
 from chaos.target.processes import GunicornMaster, die_with_parent, heartbeat_ticked
@@ -36,6 +37,7 @@ MOUNTED_APP = "handshake_chaos_mount:app"
 WORKER_CLASS = "handshake_chaos_worker.ChaosUvicornWorker"
 WS_IMPLEMENTATIONS = ("auto", "wsproto", "websockets", "websockets-sansio")
 WORKER_BASES = ("auto", "uvicorn_worker", "uvicorn.workers")
+_CONTROL_SOCKET_FROM = Version("25.1")
 
 
 @dataclass(frozen=True)
@@ -137,6 +139,15 @@ class Target:
         """The certificate authority clients trust for the embedded deployment's TLS, if any."""
         return self.run_dir / "ca.pem" if self.config.tls else None
 
+    def _control_socket_arguments(self) -> list[str]:
+        """gunicorn 25.1+ opens a control socket, by default one path in the user's home shared by every
+        master; each deployment of ours keeps its own in its run directory, gone when it is."""
+        try:
+            has_control_socket = Version(str(self.versions.get("gunicorn"))) >= _CONTROL_SOCKET_FROM
+        except InvalidVersion:
+            return []
+        return ["--control-socket", str(self.run_dir / "gunicorn.ctl")] if has_control_socket else []
+
     def _tls_arguments(self) -> list[str]:
         if not self.config.tls:
             return []
@@ -202,6 +213,7 @@ class Target:
             "--worker-tmp-dir", str(self.run_dir),
             "--chdir", os.getcwd(),
             *tls_arguments,
+            *self._control_socket_arguments(),
         ]  # fmt: skip
         log.info("starting gunicorn on %s:%d: %s", config.host, self.port, " ".join(command))
         with open(self.run_dir / "gunicorn-output.log", "ab") as output:

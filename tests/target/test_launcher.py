@@ -75,3 +75,15 @@ def test_both_worker_classes(start_target, worker_base):
     target = start_target(workers=1, ws="wsproto", worker_base=worker_base)
     assert target.worker_base() == worker_base
     assert hold_handshake(f"{target.url}/ws/probe?hold=0.1&keep=5", keep_open=0.1).outcome == ACCEPTED
+
+
+def test_the_control_socket_stays_in_the_run_dir(start_target):
+    from packaging.version import Version
+
+    target = start_target(workers=1)
+    command = " ".join(target.master.process().cmdline())
+    if Version(target.versions["gunicorn"]) >= Version("25.1"):
+        assert f"--control-socket {target.run_dir / 'gunicorn.ctl'}" in command
+        assert (target.run_dir / "gunicorn.ctl").is_socket()
+    else:  # older gunicorn has no control socket, and no flag for it
+        assert "--control-socket" not in command
