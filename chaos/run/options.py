@@ -102,7 +102,7 @@ class ChaosOptions:
     mode: Mode = option(
         DEFAULT_MODE,
         "--mode",
-        "what the controller signals, as a real deploy would (docs/contract.md)",
+        "what the controller signals, as a real deploy would (docs/deploy-shapes.md)",
         # Every series of a run carries its mode: it is the run's, fixed when the process starts.
         scope="process",
         entry_points=_CONTROLLED,
