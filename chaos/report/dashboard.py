@@ -36,6 +36,16 @@ def _target(expr: str, legend: str = "", instant: bool = False, table: bool = Fa
     return target
 
 
+def _quantile(quantile: float, histogram: str, ref: str = "A") -> dict[str, Any]:
+    """A histogram's quantile per release, as a timeseries target (legend: release and pNN)."""
+    return _target(
+        f"histogram_quantile({quantile}, sum by (release, le) "
+        f"(rate({histogram}_bucket{{{SELECTOR}}}[$__rate_interval])))",
+        f"{{{{release}}}} p{round(quantile * 100)}",
+        ref=ref,
+    )
+
+
 def _panel(
     panel_id: int,
     title: str,
@@ -202,12 +212,7 @@ def panels() -> list[dict[str, Any]]:
                     f"(rate(handshake_chaos_term_exposure_handshakes_count{{{SELECTOR}}}[$__rate_interval]))",
                     "{{release}} mean",
                 ),
-                _target(
-                    f"histogram_quantile(0.95, sum by (release, le) "
-                    f"(rate(handshake_chaos_term_exposure_handshakes_bucket{{{SELECTOR}}}[$__rate_interval])))",
-                    "{{release}} p95",
-                    ref="B",
-                ),
+                _quantile(0.95, "handshake_chaos_term_exposure_handshakes", ref="B"),
             ],
             description="How many pending handshakes the signalled worker held at each TERM (mean and p95).",
             unit="none",
@@ -219,17 +224,8 @@ def panels() -> list[dict[str, Any]]:
             "timeseries",
             (16, 27, 8, 8),
             [
-                _target(
-                    f"histogram_quantile(0.5, sum by (release, le) "
-                    f"(rate(handshake_chaos_worker_replacement_seconds_bucket{{{SELECTOR}}}[$__rate_interval])))",
-                    "{{release}} p50",
-                ),
-                _target(
-                    f"histogram_quantile(0.95, sum by (release, le) "
-                    f"(rate(handshake_chaos_worker_replacement_seconds_bucket{{{SELECTOR}}}[$__rate_interval])))",
-                    "{{release}} p95",
-                    ref="B",
-                ),
+                _quantile(0.5, "handshake_chaos_worker_replacement_seconds"),
+                _quantile(0.95, "handshake_chaos_worker_replacement_seconds", ref="B"),
             ],
             description="From a signal to the replacement worker serving (p50 and p95).",
             unit="s",

@@ -175,13 +175,11 @@ def serve(registry: CollectorRegistry, host: str, port: int) -> Any:
     return server
 
 
-def totals(registry: CollectorRegistry, name: str, by: Iterable[str]) -> dict[tuple[str, ...], float]:
-    """Sums of a metric's samples grouped by label keys ``by`` (for summaries and tests)."""
-    keys = tuple(by)
-    grouped: dict[tuple[str, ...], float] = {}
+def sums(registry: CollectorRegistry, names: Iterable[str]) -> dict[str, float]:
+    """The sum of every sample of each named metric, from one collection of the registry."""
+    wanted = {name: 0.0 for name in names}
     for family in registry.collect():
         for sample in family.samples:
-            if sample.name == name:
-                group = tuple(sample.labels.get(key, "") for key in keys)
-                grouped[group] = grouped.get(group, 0.0) + sample.value
-    return grouped
+            if sample.name in wanted:
+                wanted[sample.name] += sample.value
+    return wanted

@@ -27,12 +27,13 @@ from chaos.detect.logfollow import FileTail
 from chaos.detect.server import EXIT_SEVERITY, ServerDetector
 from chaos.detect.totals import RunTotals
 from chaos.errors import ChaosError, UsageError
-from chaos.report.metrics import ChaosCollector, MetricsSnapshot, serve, totals
+from chaos.report.metrics import ChaosCollector, MetricsSnapshot, serve, sums
 from chaos.results import (
     Address,
     ErrorRow,
     ExitKind,
     GateResult,
+    Mode,
     Reach,
     RunSummary,
     SignalRecord,
@@ -51,7 +52,11 @@ log = logging.getLogger(__name__)
 _LOG_POLL_SECONDS = 0.25
 _TIMELINE_SECONDS = 1.0
 _TIMELINE_POINTS = 3600  # past this, every other point is dropped: the page stays small
-_SUMMED_METRICS = ("handshake_chaos_handshakes", "handshake_chaos_shutdown_errors", "handshake_chaos_signals")
+_SUMMED_METRICS = (
+    "handshake_chaos_handshakes_total",
+    "handshake_chaos_shutdown_errors_total",
+    "handshake_chaos_signals_total",
+)
 
 
 class ChaosSession:
@@ -78,7 +83,6 @@ class ChaosSession:
         self.listen_port: int | None = None
         self.versions: dict[str, Any] = {}
         self.release = options.release or "unknown"
-        self.mode = options.mode
         self.metrics_url: str | None = None
         self.detector: ServerDetector | None = None
         # One state for the whole session: signal ids stay unique across controller restarts.
@@ -147,7 +151,6 @@ class ChaosSession:
         """Options for the next test start (load, controller, gate); the deployment keeps its own."""
         options.validate(None if self.embedded else self.host)
         self.options = options
-        self.mode = options.mode
 
     def start_controller(self) -> None:
         if self.master is None or self._controller_thread is not None:
@@ -263,6 +266,10 @@ class ChaosSession:
 
     # -- results ---------------------------------------------------------------------
 
+    @property
+    def mode(self) -> Mode:
+        return self.options.mode
+
     def records(self) -> list[SignalRecord]:
         return self.controller_state.records
 
@@ -325,7 +332,9 @@ class ChaosSession:
                 error_log=str(self.detector.tail.path) if self.detector else None,
             ),
             metrics_url=self.metrics_url,
-            metrics_totals={name: sum(totals(self.registry, f"{name}_total", ()).values()) for name in _SUMMED_METRICS},
+            metrics_totals={
+                name.removesuffix("_total"): value for name, value in sums(self.registry, _SUMMED_METRICS).items()
+            },
             options=self.options.as_dict(),
             duration_seconds=round(time.time() - self.started, 3),
             started=self.started,
