@@ -25,7 +25,7 @@ CellVerdict = Literal["pass", "fail", "inconclusive", "interrupted", "error", "s
 Side = Literal["server", "client"]
 Role = Literal["worker", "master"]
 # How a real deploy stops a server, as the controller reproduces it (docs/deploy-shapes.md).
-Mode = Literal["worker-term", "worker-int", "master-ttou", "master-hup"]
+Mode = Literal["worker-term", "worker-int", "master-ttou", "master-hup", "master-term", "rollout"]
 ExitKind = Literal["clean", "signalled", "nonzero", "crash", "timeout", "killed", "unknown"]
 
 EXIT_KINDS: tuple[ExitKind, ...] = get_args(ExitKind)
@@ -250,6 +250,7 @@ class SignalRecord(JsonRecord):
     settled: bool = False
     mode: Mode = "worker-term"
     reach: list[Reach] = field(default_factory=list)  # every worker the signal reached
+    master_pid: int | None = None  # the master it went to, or whose worker it was
 
 
 @dataclass

@@ -1,9 +1,11 @@
-"""Rolling TERM through a gunicorn master's workers, one at a time.
+"""Rolling signals through a gunicorn deployment, the way a real deploy stops it.
 
-Each step: pick the oldest worker, verify it is still a live child of the master,
-check the minimum-alive rule, measure its exposure, signal it, then wait until the
-master has replaced it and the replacement is ready (its first heartbeat) before the
-next step, like uvicorn's ``restart_all``.
+Each step: pick what the mode signals (the oldest worker, or the master), verify it is
+still the live process it was (and a child of the master), check the minimum-alive rule,
+measure the exposure of every worker it reaches, signal it, then wait until the
+deployment serves again with every worker ready before the next step, like uvicorn's
+``restart_all``. ``master-term`` and ``rollout`` also start masters, through the
+deployment that owns the listening socket (``Redeployable``).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Literal, Protocol
 
 import psutil
 
@@ -36,6 +38,9 @@ class ModeSpec:
     role: Role
     reaches_all: bool = False  # HUP: every worker of the master; else the oldest one
     restore: str | None = None  # sent to the master once the reached worker exited (TTIN after TTOU)
+    # The master itself goes: "restart" starts a new one once it has exited (on the same socket);
+    # "surge" starts the new one first and signals the oldest once the new one is ready.
+    redeploy: Literal["restart", "surge"] | None = None
 
 
 # gunicorn's TTOU and HUP both end the *oldest* workers (Arbiter.manage_workers sorts by age).
@@ -44,7 +49,22 @@ MODES: dict[Mode, ModeSpec] = {
     "worker-int": ModeSpec("INT", "worker"),
     "master-ttou": ModeSpec("TTOU", "master", restore="TTIN"),
     "master-hup": ModeSpec("HUP", "master", reaches_all=True),
+    "master-term": ModeSpec("TERM", "master", reaches_all=True, redeploy="restart"),
+    "rollout": ModeSpec("TERM", "master", reaches_all=True, redeploy="surge"),
 }
+# Modes whose deployment the tool must be able to start again: embedded only.
+REDEPLOYING_MODES: tuple[Mode, ...] = tuple(mode for mode, spec in MODES.items() if spec.redeploy)
+
+
+class Redeployable(Protocol):
+    """A deployment that can start another master on its listening socket (the embedded one)."""
+
+    def masters(self) -> list[GunicornMaster]: ...
+
+    def start_master(self) -> GunicornMaster: ...
+
+    def restore(self) -> None:
+        """Starts masters until the deployment has its configured number again."""
 
 
 class StopFlag(Protocol):
@@ -110,12 +130,17 @@ class RollingTermController:
         on_signal: Callable[[SignalRecord, dict[int, frozenset[Address]]], int | None] | None = None,
         on_replaced: Callable[[SignalRecord], None] | None = None,
         state: ControllerState | None = None,
+        deployment: Redeployable | None = None,
     ) -> None:
         """``snapshot(pid)`` lists the client addresses a worker holds, taken just before
         the signal; ``on_signal(record, peers_by_worker)`` is told of each signal right after
-        it and may return its exposure (how many of those peers were mid-handshake)."""
+        it and may return its exposure (how many of those peers were mid-handshake).
+        ``deployment`` starts masters for the modes that replace the master itself."""
         config.validate()
+        if config.spec.redeploy and deployment is None:
+            raise UsageError(f"--mode {config.mode} restarts the deployment: only the embedded one can be")
         self.master = master
+        self.deployment = deployment
         self.config = config
         self.snapshot = snapshot or (lambda pid: frozenset())
         self.on_signal = on_signal
@@ -127,7 +152,11 @@ class RollingTermController:
     def run(self, stop: StopFlag) -> ControllerState:
         """Roll until ``stop`` is set, the master is gone, or this run's max_signals is reached."""
         already = len(self.state.records)
-        while not stop.is_set() and self.master.is_alive():
+        if self.deployment is not None and self.config.spec.redeploy:
+            # A run stopped mid-restart left the deployment short of a master.
+            self.deployment.restore()
+            self.master = self.deployment.masters()[0]
+        while not stop.is_set() and self._serving():
             if self.config.max_signals is not None and len(self.state.records) - already >= self.config.max_signals:
                 break
             delay = self.config.interval + self._random.uniform(0, self.config.jitter)
@@ -136,8 +165,15 @@ class RollingTermController:
             self.step(stop)
         return self.state
 
+    def _serving(self) -> bool:
+        if self.deployment is not None and self.config.spec.redeploy:
+            return bool(self.deployment.masters())
+        return self.master.is_alive()
+
     def step(self, stop: StopFlag) -> SignalRecord | None:
         spec = self.config.spec
+        if spec.redeploy:
+            return self._redeploy_step(stop)
         workers = self.master.workers()
         if not workers:
             return None
@@ -163,6 +199,7 @@ class RollingTermController:
             pending=0,
             dry_run=self.config.dry_run,
             mode=self.config.mode,
+            master_pid=self.master.pid,
         )
         if not self.config.dry_run and not self._send(spec.signal, spec.role, reached[0]):
             self.state.lost_targets += 1
@@ -186,14 +223,84 @@ class RollingTermController:
             self.on_replaced(record)
         return record
 
+    def _redeploy_step(self, stop: StopFlag) -> SignalRecord | None:
+        """TERM a whole master: restarted after it exits ("restart"), or replaced by one started and
+        ready before it is signalled ("surge", a rolling update with one surge)."""
+        assert self.deployment is not None
+        spec = self.config.spec
+        started_new: GunicornMaster | None = None
+        masters = self.deployment.masters()
+        if not masters:
+            return None
+        if spec.redeploy == "surge" and not self.config.dry_run:
+            surge_started = time.monotonic()
+            started_new = self.deployment.start_master()
+            log.info("surge: master %d ready in %.2fs", started_new.pid, time.monotonic() - surge_started)
+        old = masters[0]
+        reached = old.workers()
+        peers = {worker.pid: self.snapshot(worker.pid) for worker in reached}
+        snapshot_time = time.time()
+        # Verified last, right before the signal: the master and each worker are the processes listed.
+        if not reached or not old.is_alive() or not all(old.verify_worker(worker) for worker in reached):
+            self.state.lost_targets += 1
+            return None
+        record = SignalRecord(
+            id=len(self.state.records) + 1,
+            time=snapshot_time,
+            worker_pid=reached[0].pid,
+            role="master",
+            signal=spec.signal,
+            pending=0,
+            dry_run=self.config.dry_run,
+            mode=self.config.mode,
+            master_pid=old.pid,
+        )
+        if not self.config.dry_run and not _signal(old.process(), spec.signal):
+            self.state.lost_targets += 1
+            return None
+        self.state.records.append(record)
+        if self.on_signal is not None:
+            pending = self.on_signal(record, peers)
+            if pending is not None:
+                record.pending = pending
+        verb = "would send" if record.dry_run else "sent"
+        workers_reached = ", ".join(str(worker.pid) for worker in reached)
+        log.info(
+            "%s %s to master %d, reaching worker %s (%d pending)",
+            verb,
+            spec.signal,
+            old.pid,
+            workers_reached,
+            record.pending,
+        )
+        if record.dry_run:
+            return record
+        started = time.monotonic()
+        deadline = started + self.config.replacement_timeout
+        while time.monotonic() < deadline and not stop.is_set():
+            if not old.is_alive() and not any(_alive(worker) for worker in reached):
+                record.worker_exit_seconds = time.monotonic() - started
+                break
+            stop.wait(0.05)
+        if record.worker_exit_seconds is None:
+            # Stopped meanwhile (the next run tops the deployment up), or the master hangs.
+            if not stop.is_set():
+                log.warning("master %d did not exit within %.0fs", old.pid, self.config.replacement_timeout)
+            return record
+        if started_new is None and not stop.is_set():
+            # Clients meanwhile wait in the listening socket's backlog: nothing is refused.
+            started_new = self.deployment.start_master()
+        if started_new is not None:
+            record.replacement_pid = started_new.pid
+            record.replacement_seconds = time.monotonic() - started
+            self.master = started_new
+        if self.on_replaced is not None:
+            self.on_replaced(record)
+        return record
+
     def _send(self, name: str, role: Role, worker: psutil.Process) -> bool:
         """psutil re-checks the create time before signalling: the last guard against pid reuse."""
-        target = self.master.process() if role == "master" else worker
-        try:
-            target.send_signal(SIGNALS.get(name) or _MASTER_SIGNALS[name])
-        except psutil.NoSuchProcess:
-            return False
-        return True
+        return _signal(self.master.process() if role == "master" else worker, name)
 
     def _await_recovery(
         self,
@@ -227,6 +334,15 @@ class RollingTermController:
             stop.wait(0.05)
         if time.monotonic() >= deadline:
             log.warning("the deployment did not recover within %.0fs", self.config.replacement_timeout)
+
+
+def _signal(process: psutil.Process, name: str) -> bool:
+    """psutil re-checks the create time before signalling: a reused pid is never signalled."""
+    try:
+        process.send_signal(SIGNALS.get(name) or _MASTER_SIGNALS[name])
+    except psutil.NoSuchProcess:
+        return False
+    return True
 
 
 def _alive(process: psutil.Process) -> bool:

@@ -16,7 +16,7 @@ from chaos.errors import UsageError
 from chaos.load.client import LoadProfile
 from chaos.optionmodel import RUN, check_all, option
 from chaos.results import DEFAULT_MODE, MODES, Mode
-from chaos.run.controller import SIGNALS, ControllerConfig
+from chaos.run.controller import REDEPLOYING_MODES, SIGNALS, ControllerConfig
 from chaos.run.gate import GatePolicy
 from chaos.target.launcher import PROBE_WS_PATH, WS_IMPLEMENTATIONS, TargetConfig
 
@@ -108,6 +108,15 @@ class ChaosOptions:
         entry_points=_CONTROLLED,
         choices=MODES,
         what="mode",
+    )
+    replicas: int = option(
+        2,
+        "--replicas",
+        "--mode rollout: gunicorn masters serving the one listening socket, like replicas behind a service",
+        scope="process",
+        entry_points=RUN,
+        minimum=1,
+        maximum=8,
     )
     term_interval: float = option(
         3.0, "--term-interval", "seconds between signals", entry_points=_CONTROLLED, aliases=("--interval",), minimum=0
@@ -217,6 +226,11 @@ class ChaosOptions:
             raise UsageError(f"--app must look like module:attribute, got {self.app!r}")
         if self.ca_file is not None and not Path(self.ca_file).is_file():
             raise UsageError(f"--ca-file: no such file {self.ca_file}")
+        if host and self.mode in REDEPLOYING_MODES:
+            raise UsageError(
+                f"--mode {self.mode} restarts the deployment's master, which only the embedded deployment "
+                "(no --host) can be"
+            )
         if self.tls and host:
             raise UsageError("--tls makes the embedded deployment serve wss://; with --host, give a wss:// URL instead")
         if self.app_dir is not None and not Path(self.app_dir).is_dir():
@@ -247,6 +261,7 @@ class ChaosOptions:
             "workers": self.workers,
             "graceful_timeout": self.graceful_timeout,
             "tls": self.tls,
+            "replicas": self.replicas if self.mode == "rollout" else 1,
         }
         if self.target_python:
             kwargs["python"] = self.target_python

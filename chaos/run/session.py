@@ -79,7 +79,7 @@ class ChaosSession:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.registry.register(ChaosCollector(self._metrics_snapshot))
         self.target: Target | None = None
-        self.master: GunicornMaster | None = None
+        self._external_master: GunicornMaster | None = None
         self.listen_port: int | None = None
         self.versions: dict[str, Any] = {}
         self.release = options.release or "unknown"
@@ -104,7 +104,6 @@ class ChaosSession:
         """Start (embedded) or locate (external) the deployment; returns the base URL."""
         if self.embedded:
             self.target = Target(self.options.target_config()).start()
-            self.master = self.target.master
             self.listen_port = self.target.port
             self.host = self.target.url
             self.versions = dict(self.target.versions)
@@ -116,9 +115,9 @@ class ChaosSession:
             assert self.host is not None
             self.listen_port = urlsplit(self.host).port
             if self.options.target_pid is not None:
-                self.master = GunicornMaster(self.options.target_pid)
+                self._external_master = GunicornMaster(self.options.target_pid)
             elif self.options.target_pidfile is not None:
-                self.master = GunicornMaster(read_pidfile(self.options.target_pidfile))
+                self._external_master = GunicornMaster(read_pidfile(self.options.target_pidfile))
             if self.master is not None:
                 self.versions = _versions_of(self.master)
             error_log = Path(self.options.server_log) if self.options.server_log else None
@@ -152,6 +151,11 @@ class ChaosSession:
         options.validate(None if self.embedded else self.host)
         self.options = options
 
+    @property
+    def master(self) -> GunicornMaster | None:
+        """The master signals go to: the embedded deployment's oldest live one, or the one named."""
+        return self.target.master if self.target is not None else self._external_master
+
     def start_controller(self) -> None:
         if self.master is None or self._controller_thread is not None:
             return
@@ -162,6 +166,7 @@ class ChaosSession:
             on_signal=self._on_signal,
             on_replaced=self._on_replaced,
             state=self.controller_state,
+            deployment=self.target,
         )
         self._stop_controller.clear()
         self._controller_thread = self._spawn(lambda: _run(controller, self._stop_controller), "handshake-chaos-ctl")
@@ -300,8 +305,7 @@ class ChaosSession:
             pids.add(self.master.pid)
         for record in self.records():
             pids.add(record.worker_pid)
-            if record.replacement_pid:
-                pids.add(record.replacement_pid)
+            pids.update(pid for pid in (record.replacement_pid, record.master_pid) if pid)
         return sorted(pids)
 
     def gate(self, interrupted_by: int | None = None) -> GateResult:

@@ -1,7 +1,10 @@
-"""Target launcher: a gunicorn master with uvicorn workers on a loopback port.
+"""Target launcher: gunicorn masters with uvicorn workers on one loopback listening socket.
 
-The listening socket is created here and handed to gunicorn as ``fd://N``: the port
-is known before gunicorn starts and no other process can take it in between.
+The listening socket is created here, kept for the deployment's whole life, and handed to
+each gunicorn master as ``fd://N``: the port is known before gunicorn starts, no other
+process can take it in between, and while no master serves it (a whole-deployment restart)
+clients wait in its backlog instead of being refused, as with systemd socket activation.
+Several masters on the one socket are replicas behind a service (a rolling update).
 """
 
 from __future__ import annotations
@@ -11,12 +14,15 @@ import ipaddress
 import json
 import logging
 import os
+import queue
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,6 +63,8 @@ class TargetConfig:
     env: dict[str, str] = field(default_factory=dict)
     # Serve wss:// with a throwaway certificate authority made at start (ca.pem in the run dir).
     tls: bool = False
+    # gunicorn masters sharing the listening socket (replicas behind one service).
+    replicas: int = 1
 
     def validate(self) -> None:
         try:
@@ -67,6 +75,8 @@ class TargetConfig:
             raise UsageError(f"target host must be loopback (127.0.0.0/8 or ::1), got {self.host}")
         if self.workers < 1:
             raise UsageError(f"workers must be at least 1, got {self.workers}")
+        if self.replicas < 1:
+            raise UsageError(f"replicas must be at least 1, got {self.replicas}")
         if self.ws not in WS_IMPLEMENTATIONS:
             raise UsageError(f"unknown ws implementation {self.ws!r} (choose from {', '.join(WS_IMPLEMENTATIONS)})")
         if self.worker_base not in WORKER_BASES:
@@ -111,16 +121,63 @@ def _listen_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+@dataclass
+class _Replica:
+    """One gunicorn master of the deployment: the process we started and its verified view."""
+
+    generation: int
+    process: subprocess.Popen[bytes]
+    master: GunicornMaster
+
+
+class _Spawner:
+    """Starts every master from one long-lived thread.
+
+    A master is started with PR_SET_PDEATHSIG, which fires when the *thread* that forked it
+    ends, not the process: a master restarted from a controller thread would be TERMed the
+    moment that thread returned. This thread lives exactly as long as the deployment.
+    """
+
+    def __init__(self) -> None:
+        self._requests: queue.Queue[tuple[Callable[[], Any], queue.Queue[tuple[bool, Any]]] | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._serve, name="handshake-chaos-spawner", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while (request := self._requests.get()) is not None:
+            work, answer = request
+            try:
+                answer.put((True, work()))
+            except BaseException as exc:  # handed back to the caller, raised there
+                answer.put((False, exc))
+
+    def call(self, work: Callable[[], Any]) -> Any:
+        answer: queue.Queue[tuple[bool, Any]] = queue.Queue()
+        self._requests.put((work, answer))
+        ok, value = answer.get()
+        if not ok:
+            raise value
+        return value
+
+    def close(self) -> None:
+        self._requests.put(None)
+        self._thread.join(timeout=5)
+
+
 class Target:
-    """A running deployment; ``start`` returns once every worker is ready."""
+    """A running deployment; ``start`` returns once every worker of every master is ready."""
 
     def __init__(self, config: TargetConfig) -> None:
         config.validate()
         self.config = config
         self.versions: dict[str, Any] = {}
         self.port = 0
-        self.master: GunicornMaster | None = None
-        self._process: subprocess.Popen[bytes] | None = None
+        self._socket: socket.socket | None = None
+        self._replicas: list[_Replica] = []
+        self._generations = 0
+        self._spawner: _Spawner | None = None
+        self._tls: list[str] = []
+        self._lock = threading.Lock()
         self._owned_run_dir: tempfile.TemporaryDirectory[str] | None = None
         self.run_dir = Path()
         self.seen_pids: set[int] = set()
@@ -139,15 +196,31 @@ class Target:
         """The certificate authority clients trust for the embedded deployment's TLS, if any."""
         return self.run_dir / "ca.pem" if self.config.tls else None
 
-    def _control_socket_arguments(self) -> list[str]:
+    def masters(self) -> list[GunicornMaster]:
+        """The live masters this deployment started, oldest first (exited ones are reaped here)."""
+        with self._lock:
+            live = [replica for replica in self._replicas if replica.process.poll() is None]
+            self._replicas = live
+            return [replica.master for replica in live]
+
+    @property
+    def master(self) -> GunicornMaster | None:
+        """The oldest live master (the only one unless replicas run side by side)."""
+        masters = self.masters()
+        return masters[0] if masters else None
+
+    def _named(self, generation: int, name: str, suffix: str) -> Path:
+        # The first master keeps the plain names (gunicorn.pid); a later one's are numbered.
+        return self.run_dir / (f"{name}{suffix}" if generation == 0 else f"{name}-{generation}{suffix}")
+
+    def _control_socket_arguments(self, generation: int) -> list[str]:
         """gunicorn 25.1+ opens a control socket, by default one path in the user's home shared by every
-        master; each deployment of ours keeps its own in its run directory, gone when it is."""
+        master; each master of ours keeps its own in its run directory, gone when it is."""
         try:
             has_control_socket = Version(str(self.versions.get("gunicorn"))) >= _CONTROL_SOCKET_FROM
         except InvalidVersion:
             return []
-        return ["--control-socket", str(self.run_dir / "gunicorn.ctl")] if has_control_socket else []
-
+        return ["--control-socket", str(self._named(generation, "gunicorn", ".ctl"))] if has_control_socket else []
     def _tls_arguments(self) -> list[str]:
         if not self.config.tls:
             return []
@@ -180,19 +253,59 @@ class Target:
         else:
             self.run_dir = config.run_dir
             self.run_dir.mkdir(parents=True, exist_ok=True)
-        tls_arguments = self._tls_arguments()
-        sock = _listen_socket(config.host, config.port)
-        self.port = sock.getsockname()[1]
+        try:
+            self._tls = self._tls_arguments()
+            self._socket = _listen_socket(config.host, config.port)
+            self.port = self._socket.getsockname()[1]
+            self._spawner = _Spawner()
+            for _ in range(config.replicas):
+                self.start_master()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def start_master(self) -> GunicornMaster:
+        """One more master on the listening socket; returns once all its workers are ready."""
+        if self._spawner is None or self._socket is None:
+            raise TargetError("the deployment is not running")
+        master: GunicornMaster = self._spawner.call(self._spawn_master)
+        return master
+
+    def restore(self) -> None:
+        """Starts masters until the configured number of replicas serve (after a stop mid-restart)."""
+        while len(self.masters()) < self.config.replicas:
+            self.start_master()
+
+    def _command(self, generation: int, fd: int) -> list[str]:
+        config = self.config
+        app = config.app if config.app == PROBE_APP else MOUNTED_APP
+        return [
+            config.python, "-m", "gunicorn", app,
+            "--worker-class", WORKER_CLASS,
+            "--workers", str(config.workers),
+            "--bind", f"fd://{fd}",
+            "--graceful-timeout", str(config.graceful_timeout),
+            "--timeout", str(config.worker_timeout),
+            "--error-logfile", str(self.error_log),
+            "--log-level", "info",
+            "--pid", str(self._named(generation, "gunicorn", ".pid")),
+            "--worker-tmp-dir", str(self.run_dir),
+            "--chdir", os.getcwd(),
+            *self._tls,
+            *self._control_socket_arguments(generation),
+        ]  # fmt: skip
+
+    def _environment(self) -> dict[str, str]:
+        config = self.config
         pythonpath = [str(TARGET_SIDE_DIR), *config.app_path]
         if os.environ.get("PYTHONPATH"):
             pythonpath.append(os.environ["PYTHONPATH"])
-        app = config.app
         extra_env = dict(config.env)
-        if app != PROBE_APP:
+        if config.app != PROBE_APP:
             # The user's app, with the probe route mounted beside it.
-            extra_env["HANDSHAKE_CHAOS_USER_APP"] = app
-            app = MOUNTED_APP
-        env = {
+            extra_env["HANDSHAKE_CHAOS_USER_APP"] = config.app
+        return {
             **os.environ,
             **extra_env,
             "PYTHONPATH": os.pathsep.join(pythonpath),
@@ -200,45 +313,35 @@ class Target:
             "HANDSHAKE_CHAOS_WORKER_BASE": self.worker_base(),
             "PYTHONUNBUFFERED": "1",
         }
-        command = [
-            config.python, "-m", "gunicorn", app,
-            "--worker-class", WORKER_CLASS,
-            "--workers", str(config.workers),
-            "--bind", f"fd://{sock.fileno()}",
-            "--graceful-timeout", str(config.graceful_timeout),
-            "--timeout", str(config.worker_timeout),
-            "--error-logfile", str(self.error_log),
-            "--log-level", "info",
-            "--pid", str(self.run_dir / "gunicorn.pid"),
-            "--worker-tmp-dir", str(self.run_dir),
-            "--chdir", os.getcwd(),
-            *tls_arguments,
-            *self._control_socket_arguments(),
-        ]  # fmt: skip
-        log.info("starting gunicorn on %s:%d: %s", config.host, self.port, " ".join(command))
+
+    def _spawn_master(self) -> GunicornMaster:
+        assert self._socket is not None
+        generation, self._generations = self._generations, self._generations + 1
+        command = self._command(generation, self._socket.fileno())
+        log.info("starting gunicorn on %s:%d: %s", self.config.host, self.port, " ".join(command))
         with open(self.run_dir / "gunicorn-output.log", "ab") as output:
-            try:
-                self._process = subprocess.Popen(
-                    command,
-                    env=env,
-                    stdin=subprocess.DEVNULL,
-                    stdout=output,
-                    stderr=subprocess.STDOUT,
-                    pass_fds=(sock.fileno(),),
-                    # Own session: a Ctrl-C in the terminal reaches us, not gunicorn
-                    # directly; we stop it in order.
-                    start_new_session=True,
-                    preexec_fn=die_with_parent,
-                )
-            finally:
-                sock.close()
+            process = subprocess.Popen(
+                command,
+                env=self._environment(),
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                pass_fds=(self._socket.fileno(),),
+                # Own session: a Ctrl-C in the terminal reaches us, not gunicorn
+                # directly; we stop it in order.
+                start_new_session=True,
+                preexec_fn=die_with_parent,
+            )
         try:
-            self.master = GunicornMaster(self._process.pid)
-            self._wait_ready()
+            replica = _Replica(generation, process, GunicornMaster(process.pid))
         except BaseException:
-            self.stop()
+            _stop_process(process, self.config.graceful_timeout)
             raise
-        return self
+        with self._lock:
+            self._replicas.append(replica)
+        self.seen_pids.add(process.pid)
+        self._wait_ready(replica)
+        return replica.master
 
     def _startup_failure(self, why: str) -> TargetError:
         tail = ""
@@ -250,14 +353,13 @@ class Target:
                     break
         return TargetError(f"gunicorn {why}" + (f": {tail}" if tail else ""))
 
-    def _wait_ready(self) -> None:
-        assert self._process is not None and self.master is not None
+    def _wait_ready(self, replica: _Replica) -> None:
         deadline = time.monotonic() + self.config.startup_timeout
         while time.monotonic() < deadline:
-            code = self._process.poll()
+            code = replica.process.poll()
             if code is not None:
                 raise self._startup_failure(f"exited with code {code} during startup")
-            workers = self.master.workers()
+            workers = replica.master.workers()
             self.seen_pids.update(worker.pid for worker in workers)
             if len(workers) == self.config.workers and all(heartbeat_ticked(w.pid) for w in workers):
                 if self._accepts_connections():
@@ -273,35 +375,57 @@ class Target:
             return False
 
     def stop(self) -> int | None:
-        """TERM the master, wait past the graceful timeout, KILL only what is left."""
-        process, self._process = self._process, None
-        if process is None:
-            return None
-        survivors: list[psutil.Process] = []
-        with contextlib.suppress(psutil.Error):
-            survivors = psutil.Process(process.pid).children(recursive=True)
-        if process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                process.send_signal(signal.SIGTERM)
-        try:
-            code: int | None = process.wait(timeout=self.config.graceful_timeout + 5)
-        except subprocess.TimeoutExpired:
-            log.warning("gunicorn master %d ignored TERM; killing it", process.pid)
-            process.kill()
-            code = process.wait()
-        for child in survivors:
-            # The master is gone; any worker still running with the same create time is ours.
-            with contextlib.suppress(psutil.Error):
-                if child.is_running():
-                    child.kill()
-        psutil.wait_procs(survivors, timeout=5)
+        """TERM every master at once, wait past the graceful timeout, KILL only what is left; then the socket.
+
+        Returns the exit code of the oldest master (None when none was running)."""
+        with self._lock:
+            replicas, self._replicas = self._replicas, []
+        codes = _stop_processes([replica.process for replica in replicas], self.config.graceful_timeout)
+        if self._spawner is not None:
+            self._spawner.close()
+            self._spawner = None
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
         if self._owned_run_dir is not None:
             self._owned_run_dir.cleanup()
             self._owned_run_dir = None
-        return code
+        return codes[0] if codes else None
 
     def __enter__(self) -> Target:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+def _stop_process(process: subprocess.Popen[bytes], graceful_timeout: int) -> int:
+    [code] = _stop_processes([process], graceful_timeout)
+    return code
+
+
+def _stop_processes(processes: list[subprocess.Popen[bytes]], graceful_timeout: int) -> list[int]:
+    """TERM masters together (their graceful timeouts overlap), KILL any that outlast it, then their workers."""
+    survivors: list[psutil.Process] = []
+    for process in processes:
+        with contextlib.suppress(psutil.Error):
+            survivors += psutil.Process(process.pid).children(recursive=True)
+        if process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + graceful_timeout + 5
+    codes: list[int] = []
+    for process in processes:
+        try:
+            codes.append(process.wait(timeout=max(0.1, deadline - time.monotonic())))
+        except subprocess.TimeoutExpired:
+            log.warning("gunicorn master %d ignored TERM; killing it", process.pid)
+            process.kill()
+            codes.append(process.wait())
+    for child in survivors:
+        # The master is gone; a worker still running with the same create time is ours.
+        with contextlib.suppress(psutil.Error):
+            if child.is_running():
+                child.kill()
+    psutil.wait_procs(survivors, timeout=5)
+    return codes

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import threading
+from collections import Counter
 
 import psutil
 import pytest
 
+from chaos.errors import UsageError
+from chaos.load.client import hold_handshake
+from chaos.results import ACCEPTED, REFUSED
 from chaos.run.controller import MODES, ControllerConfig, RollingTermController
 from tests.conftest import wait_until
 
@@ -53,3 +57,99 @@ def test_a_reload_waits_for_the_whole_new_generation(start_target):
     # The second reload reached only the first reload's generation.
     assert not (original & {w.pid for w in target.master.workers()})
     assert second.worker_pid not in original
+
+
+def _everything_under(masters) -> list[int]:  # type: ignore[no-untyped-def]
+    return [m.pid for m in masters] + [w.pid for m in masters for w in m.workers()]
+
+
+def test_master_term_restarts_the_deployment_on_its_socket_and_no_client_is_refused(start_target):
+    """Like socket activation: while no master serves, connections wait in the backlog."""
+    target = start_target(workers=2, graceful_timeout=2)
+    port = target.port
+    first = target.master
+    original = _everything_under([first])
+    outcomes: Counter[str] = Counter()
+    stop_clients = threading.Event()
+
+    def clients() -> None:
+        # Bounded: at most 2,000 handshakes, and only while the controller runs.
+        for _ in range(2000):
+            if stop_clients.is_set():
+                return
+            outcomes[hold_handshake(f"{target.url}/ws/probe?hold=0.2&keep=1", keep_open=0.0).outcome] += 1
+
+    load = [threading.Thread(target=clients) for _ in range(4)]
+    for thread in load:
+        thread.start()
+    try:
+        wait_until(lambda: sum(outcomes.values()) >= 8, 30, "handshakes before the first TERM")
+        config = ControllerConfig(interval=0.3, jitter=0, max_signals=2, mode="master-term")
+        state = RollingTermController(first, config, deployment=target).run(threading.Event())
+        wait_until(lambda: sum(outcomes.values()) >= 8 + 40, 60, "handshakes after the restarts")
+    finally:
+        stop_clients.set()
+        for thread in load:
+            thread.join(timeout=30)
+    assert [r.role for r in state.records] == ["master", "master"] and all(r.signal == "TERM" for r in state.records)
+    assert state.records[0].master_pid == first.pid
+    assert state.records[1].master_pid == state.records[0].replacement_pid
+    assert all(r.worker_exit_seconds is not None and r.replacement_seconds is not None for r in state.records)
+    assert all(len(r.reach) == 0 for r in state.records)  # no on_signal hook here: reach is the session's
+    # Everything the first master ran is gone; a new master serves the same port.
+    assert not _alive(original)
+    [now] = target.masters()
+    assert now.pid == state.records[1].replacement_pid and now.listen_address() == ("127.0.0.1", port)
+    assert outcomes[REFUSED] == 0 and outcomes[ACCEPTED] > 0, outcomes
+
+
+def test_rollout_surges_a_new_master_then_terms_the_oldest(start_target):
+    target = start_target(workers=1, graceful_timeout=2, replicas=2)
+    masters = target.masters()
+    assert len(masters) == 2 and len({m.listen_address() for m in masters}) == 1
+    original = _everything_under(masters)
+    seen_during: list[int] = []
+
+    def on_signal(record, peers_by_worker):  # type: ignore[no-untyped-def]
+        # At the signal the surge master is already serving: three masters for a moment.
+        seen_during.append(len(target.masters()))
+        return 0
+
+    config = ControllerConfig(interval=0.1, jitter=0, max_signals=2, mode="rollout")
+    state = RollingTermController(masters[0], config, on_signal=on_signal, deployment=target).run(threading.Event())
+    assert [r.master_pid for r in state.records] == [m.pid for m in masters]  # oldest first
+    assert seen_during == [3, 3]
+    assert not _alive(original)
+    now = target.masters()
+    assert [m.pid for m in now] == [r.replacement_pid for r in state.records]
+    assert all(len(m.workers()) == 1 for m in now)
+
+
+def test_master_term_and_rollout_need_a_deployment_the_tool_can_restart(start_target):
+    target = start_target(workers=1)
+    for mode in ("master-term", "rollout"):
+        with pytest.raises(UsageError, match="only the embedded"):
+            RollingTermController(target.master, ControllerConfig(mode=mode))
+
+
+def test_a_master_that_is_gone_is_never_signalled(start_target):
+    """A master listed, then gone before the signal (its pid free for reuse), is not signalled."""
+    target = start_target(workers=1, graceful_timeout=1)
+    old = target.master
+    old.process().terminate()
+    wait_until(lambda: not old.is_alive(), 30, "the master to exit")
+    target.masters()  # reaped: its pid may now be reused
+
+    class Stale:
+        def masters(self):  # type: ignore[no-untyped-def]
+            return [old]
+
+        def start_master(self):  # type: ignore[no-untyped-def]
+            raise AssertionError("nothing is restarted for a master that was never signalled")
+
+        def restore(self) -> None:
+            pass
+
+    controller = RollingTermController(old, ControllerConfig(mode="master-term"), deployment=Stale())
+    assert controller.step(threading.Event()) is None
+    assert controller.state.records == []

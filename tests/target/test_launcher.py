@@ -7,7 +7,7 @@ from websockets.sync.client import connect
 from chaos.errors import TargetError, UsageError
 from chaos.load.client import ACCEPTED, hold_handshake
 from chaos.target.launcher import Target, TargetConfig
-from tests.conftest import assert_gone, installed_ws_implementations, port_is_free
+from tests.conftest import assert_gone, installed_ws_implementations, port_is_free, wait_until
 
 
 @pytest.mark.parametrize("ws", installed_ws_implementations())
@@ -84,6 +84,7 @@ def test_the_control_socket_stays_in_the_run_dir(start_target):
     command = " ".join(target.master.process().cmdline())
     if Version(target.versions["gunicorn"]) >= Version("25.1"):
         assert f"--control-socket {target.run_dir / 'gunicorn.ctl'}" in command
-        assert (target.run_dir / "gunicorn.ctl").is_socket()
+        # gunicorn opens it beside its arbiter loop, not necessarily before the workers are ready.
+        wait_until((target.run_dir / "gunicorn.ctl").is_socket, 10, "the control socket in the run dir")
     else:  # older gunicorn has no control socket, and no flag for it
         assert "--control-socket" not in command
