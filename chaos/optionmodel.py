@@ -251,7 +251,9 @@ def add_to_parser(parser: argparse.ArgumentParser, cls: type, entry: str) -> Non
         if isinstance(parser, configargparse.ArgumentParser):
             kwargs["env_var"] = item.env_var
         if item.base is bool:
-            kwargs.update(action="store_true", default=item.default_for(entry))
+            # On by default here (--until-verdict on matrix): --no-... turns it off.
+            action = argparse.BooleanOptionalAction if item.default_for(entry) else "store_true"
+            kwargs.update(action=action, default=item.default_for(entry))
         else:
             kwargs["default"] = None
             if item.meta.repeatable:

@@ -332,6 +332,8 @@ class RunSummary(JsonRecord):
     started: float = 0.0  # wall-clock time the run started; signal records' times are wall-clock too
     timeline: list[TimelinePoint] = field(default_factory=list)
     soak: SoakRun | None = None
+    stop_reason: str | None = None  # why the run ended when it did (its time, a signal, a settled verdict)
+    master_events: dict[str, int] = field(default_factory=dict)  # the masters' own log lines, by event
 
     def error_counts(self) -> dict[str, int]:
         """``side:signature`` -> count, the key a matrix compares cells by."""
@@ -363,7 +365,7 @@ class Exposure(JsonRecord):
 
 @dataclass
 class MatrixCell(JsonRecord):
-    """One release x ws implementation of a matrix, as it ran (or why it did not)."""
+    """One release x ws implementation x chaos mode of a matrix, as it ran (or why it did not)."""
 
     uvicorn: str
     ws: str
@@ -381,11 +383,15 @@ class MatrixCell(JsonRecord):
     report_dir: str | None = None
     expected_fail: bool = False
     new_signatures: list[str] = field(default_factory=list)
+    mode: Mode = "worker-term"
+    stop_reason: str | None = None
 
     @classmethod
-    def not_run(cls, release: str, ws: str, status: CellStatus, reason: str) -> MatrixCell:
+    def not_run(
+        cls, release: str, ws: str, status: CellStatus, reason: str, mode: Mode = DEFAULT_MODE
+    ) -> MatrixCell:
         verdict: CellVerdict = "skipped" if status == "skipped" else "error"
-        return cls(uvicorn=release, ws=ws, status=status, reason=reason, release=release, verdict=verdict)
+        return cls(uvicorn=release, ws=ws, status=status, reason=reason, release=release, verdict=verdict, mode=mode)
 
     @classmethod
     def of(cls, release: str, summary: RunSummary, report_dir: Path) -> MatrixCell:
@@ -405,6 +411,8 @@ class MatrixCell(JsonRecord):
             outcomes=dict(summary.outcomes),
             wall_seconds=summary.soak.wall_seconds if summary.soak else None,
             report_dir=str(report_dir),
+            mode=summary.mode,
+            stop_reason=summary.stop_reason,
         )
 
 

@@ -1,8 +1,9 @@
-"""``handshake-chaos matrix``: soaks over several releases and ws implementations, side by side.
+"""``handshake-chaos matrix``: soaks over releases x ws implementations x chaos modes, side by side.
 
-Each cell is one soak, prepared once. Exit 1 if a cell fails its gate unless that failure
-is expected: named with ``--expect-fail RELEASE[:WS]``, or, with ``--baseline-release``,
-showing only signatures the baseline release's cell of the same ws implementation also showed.
+Each cell is one soak, prepared once, stopped as soon as its verdict settles (``--until-verdict``,
+on by default here). Exit 1 if a cell fails its gate unless that failure is expected: named with
+``--expect-fail RELEASE[:WS[:MODE]]``, or, with ``--baseline-release``, showing only signatures
+the baseline release's cell of the same ws implementation and mode also showed.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from chaos.commands.stopping import Interrupted, StopFlag
 from chaos.errors import ChaosError, UsageError
 from chaos.optionmodel import option
 from chaos.report.matrix_tables import write_all
-from chaos.results import ExitCode, MatrixCell, MatrixResult
+from chaos.results import DEFAULT_MODE, MODES, ExitCode, MatrixCell, MatrixResult, Mode
 from chaos.target.environments import parse_version
 from chaos.target.launcher import WS_IMPLEMENTATIONS
 
@@ -50,8 +51,21 @@ class MatrixSettings:
         scope="process",
         entry_points=_MATRIX,
     )
+    modes: list[Mode] = option(
+        [DEFAULT_MODE],
+        "--mode",
+        "chaos modes, a column each (docs/deploy-shapes.md)",
+        choices=MODES,
+        what="mode",
+        scope="process",
+        entry_points=_MATRIX,
+    )
     expect_fail: list[str] = option(
-        [], "--expect-fail", "cells expected to fail: RELEASE or RELEASE:WS", scope="process", entry_points=_MATRIX
+        [],
+        "--expect-fail",
+        "cells expected to fail: RELEASE, RELEASE:WS or RELEASE:WS:MODE",
+        scope="process",
+        entry_points=_MATRIX,
     )
     baseline_release: str | None = option(
         None,
@@ -75,23 +89,32 @@ class MatrixConfig:
         for release in matrix.releases:
             if release != "latest" and "/" not in release and not release.endswith(".whl"):
                 parse_version(release, "--uvicorn")
-        cells = {(release, ws) for release in matrix.releases for ws in matrix.ws}
+        cells = [(release, ws, mode) for release, ws, mode in self.plan()]
         for item in matrix.expect_fail:
-            release, _, ws = item.partition(":")
-            if not release or (ws and ws not in WS_IMPLEMENTATIONS):
-                raise UsageError(f"--expect-fail takes RELEASE or RELEASE:WS, got {item!r}")
-            if not any(cell_release == release and (not ws or cell_ws == ws) for cell_release, cell_ws in cells):
+            release, _, rest = item.partition(":")
+            ws, _, mode = rest.partition(":")
+            if not release or (ws and ws not in WS_IMPLEMENTATIONS) or (mode and mode not in MODES):
+                raise UsageError(f"--expect-fail takes RELEASE, RELEASE:WS or RELEASE:WS:MODE, got {item!r}")
+            if not any(
+                cell[0] == release and (not ws or cell[1] == ws) and (not mode or cell[2] == mode) for cell in cells
+            ):
                 raise UsageError(f"--expect-fail {item}: no such cell in this matrix")
         if matrix.baseline_release is not None and matrix.baseline_release not in matrix.releases:
             raise UsageError(f"--baseline-release {matrix.baseline_release} is not among --uvicorn")
-        self.cell(matrix.releases[0], matrix.ws[0]).validate()
+        for mode in matrix.modes:
+            self.cell(matrix.releases[0], matrix.ws[0], mode).validate()
 
-    def cell(self, release: str, ws: str) -> SoakConfig:
+    def plan(self) -> list[tuple[str, str, Mode]]:
+        matrix = self.matrix
+        return [(release, ws, mode) for release in matrix.releases for ws in matrix.ws for mode in matrix.modes]
+
+    def cell(self, release: str, ws: str, mode: Mode = DEFAULT_MODE) -> SoakConfig:
         name = Path(release).name if "/" in release else release
+        suffix = "" if mode == DEFAULT_MODE else f"-{mode}"
         return SoakConfig(
             settings=dataclasses.replace(self.soak.settings, uvicorn=release),
-            options=dataclasses.replace(self.soak.options, ws=ws),
-            report_dir=self.report_dir / f"{name}-{ws}",
+            options=dataclasses.replace(self.soak.options, ws=ws, mode=mode),
+            report_dir=self.report_dir / f"{name}-{ws}{suffix}",
         )
 
 
@@ -102,35 +125,36 @@ def run_matrix(config: MatrixConfig, stop: StopFlag | None = None) -> MatrixResu
     config.report_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     cells: list[MatrixCell] = []
-    plan = [(release, ws) for release in config.matrix.releases for ws in config.matrix.ws]
-    for index, (release, ws) in enumerate(plan, start=1):
-        soak = config.cell(release, ws)
-        step = f"[{index}/{len(plan)}]"
+    plan = config.plan()
+    for index, (release, ws, mode) in enumerate(plan, start=1):
+        soak = config.cell(release, ws, mode)
+        step = f"[{index}/{len(plan)}] {release} {ws} {mode}"
         if stop.signum is not None:
-            cells.append(MatrixCell.not_run(release, ws, "skipped", "interrupted before this cell"))
+            cells.append(MatrixCell.not_run(release, ws, "skipped", "interrupted before this cell", mode))
             continue
         try:
             prepared = prepare(soak)
         except UsageError as exc:
             # The release does not have this ws implementation: say so and go on.
-            cells.append(MatrixCell.not_run(release, ws, "skipped", str(exc)))
-            print(f"{step} {release} {ws}: skipped ({exc})", flush=True)
+            cells.append(MatrixCell.not_run(release, ws, "skipped", str(exc), mode))
+            print(f"{step}: skipped ({exc})", flush=True)
             continue
         except ChaosError as exc:
-            cells.append(MatrixCell.not_run(release, ws, "error", str(exc)))
-            print(f"{step} {release} {ws}: error ({exc})", flush=True)
+            cells.append(MatrixCell.not_run(release, ws, "error", str(exc), mode))
+            print(f"{step}: error ({exc})", flush=True)
             continue
-        print(f"{step} {prepared.release} {ws}: soaking for {soak.settings.duration:g}s...", flush=True)
+        print(f"{step}: soaking for up to {soak.settings.duration:g}s...", flush=True)
         try:
             summary = run_soak(soak, prepared, quiet=True, stop=stop)
         except Interrupted:
-            cells.append(MatrixCell.not_run(release, ws, "skipped", "interrupted before this cell"))
+            cells.append(MatrixCell.not_run(release, ws, "skipped", "interrupted before this cell", mode))
             continue
         cell = MatrixCell.of(release, summary, soak.report_dir)
         cells.append(cell)
+        wall = f", {cell.wall_seconds:.0f}s" if cell.wall_seconds is not None else ""
         print(
-            f"{step} {cell.release} {ws}: {cell.verdict} ({sum(cell.errors.values())} errors, "
-            f"{cell.signals.landed_with_pending}/{cell.signals.sent} TERMs with pending)",
+            f"{step}: {cell.verdict} ({sum(cell.errors.values())} errors, "
+            f"{cell.signals.landed_with_pending}/{cell.signals.sent} signals with pending{wall})",
             flush=True,
         )
     judge_expectations(cells, config.matrix.expect_fail, config.matrix.baseline_release)
@@ -148,9 +172,13 @@ def run_matrix(config: MatrixConfig, stop: StopFlag | None = None) -> MatrixResu
 
 
 def judge_expectations(cells: list[MatrixCell], expect_fail: Sequence[str], baseline_release: str | None) -> None:
-    baseline = {c.ws: c for c in cells if baseline_release and c.uvicorn == baseline_release}
+    baseline = {(c.ws, c.mode): c for c in cells if baseline_release and c.uvicorn == baseline_release}
     for cell in cells:
-        names = (cell.uvicorn, f"{cell.uvicorn}:{cell.ws}", cell.release, f"{cell.release}:{cell.ws}")
+        names = tuple(
+            name
+            for release in (cell.uvicorn, cell.release)
+            for name in (release, f"{release}:{cell.ws}", f"{release}:{cell.ws}:{cell.mode}")
+        )
         cell.expected_fail = any(item in names for item in expect_fail)
         cell.new_signatures = []
         if baseline_release is None or cell.verdict != "fail":
@@ -158,7 +186,8 @@ def judge_expectations(cells: list[MatrixCell], expect_fail: Sequence[str], base
         if cell.uvicorn == baseline_release:
             cell.expected_fail = True  # the baseline only informs
             continue
-        known = set(baseline[cell.ws].errors) if cell.ws in baseline else set()
+        base = baseline.get((cell.ws, cell.mode))
+        known = set(base.errors) if base is not None else set()
         cell.new_signatures = sorted(set(cell.errors) - known)
         if not cell.new_signatures:
             cell.expected_fail = True

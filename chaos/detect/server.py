@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import threading
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -24,6 +25,14 @@ _TERMINATED_BY = re.compile(r"Worker with pid (\d+) was terminated due to signal
 _EXIT_CODE = re.compile(r"Worker \(pid:(\d+)\) exited with code (\d+)")
 _TIMEOUT = re.compile(r"WORKER TIMEOUT \(pid:(\d+)\)")
 _WORKER_EXITING = re.compile(r"Worker exiting \(pid: ?(\d+)\)")
+# The master's own lines about its life: recognised, counted by event, never judged as errors.
+_MASTER_EVENTS: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"^Starting gunicorn "), "master_start"),
+    (re.compile(r"^Handling signal: (\w+)"), "handling_signal_{0}"),
+    (re.compile(r"^Hang up: Master"), "master_reload"),
+    (re.compile(r"^Shutting down: Master"), "master_shutdown"),
+    (re.compile(r"^Reason: "), "master_halt_reason"),
+)
 _EXCEPTION_LINE = re.compile(r"^([A-Za-z_][\w.]*)(?::|$)")
 _SHUTDOWN_SIGNALS = {"SIGTERM", "SIGINT", "SIGQUIT", "15", "2", "3"}
 # A worker leaves several lines as it goes; the most severe names how it exited.
@@ -99,6 +108,7 @@ class ServerDetector:
         self.classifier = Classifier()
         self._windows: dict[int, Position] = {}
         self._exit_kinds: dict[int, ExitKind] = {}
+        self._master_events: Counter[str] = Counter()
         self.unattributed_errors = 0
         self._lock = threading.Lock()
 
@@ -127,7 +137,7 @@ class ServerDetector:
         self.complete()
 
     def _judge(self, record: LogRecord) -> None:
-        if self._about_a_worker(record):
+        if self._about_a_worker(record) or self._master_event(record):
             return
         pid = record.pid
         if pid is not None and record.message.strip() == "Shutting down":
@@ -144,6 +154,20 @@ class ServerDetector:
             if signature == catalog.WORKER_CRASH:
                 self._exit(pid, "crash")  # type: ignore[arg-type]
             self.on_error(DetectedError("server", signature, example, reference, pid))
+
+    def _master_event(self, record: LogRecord) -> bool:
+        message = record.message.strip()
+        for pattern, event in _MASTER_EVENTS:
+            match = pattern.search(message)
+            if match:
+                self._master_events[event.format(*(group.lower() for group in match.groups()))] += 1
+                return event != "master_halt_reason"  # why a master halted is an error worth judging too
+        return False
+
+    def master_events(self) -> dict[str, int]:
+        """The masters' own lines so far (start, signals handled, reload, shutdown), by event."""
+        with self._lock:
+            return dict(sorted(self._master_events.items()))
 
     def _about_a_worker(self, record: LogRecord) -> bool:
         """Master lines about a worker: its boot (pid reuse ends an old window) and its exit."""

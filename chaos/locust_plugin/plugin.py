@@ -67,6 +67,8 @@ class _ProcessPart:
     reset_on_spawned: bool = False  # Locust's --reset-stats
     # Set as the run stops: what users see from then on is the tool's own teardown, not the target.
     stopping: bool = False
+    stop_reason: str | None = None  # --until-verdict: why the verdict settled
+    verdict_watch: Any = None  # the greenlet that checks it
 
     def use(self, options: ChaosOptions) -> None:
         self.options = options
@@ -74,6 +76,7 @@ class _ProcessPart:
 
 
 _PART = _ProcessPart()
+_VERDICT_POLL_SECONDS = 0.5
 
 
 @events.init_command_line_parser.add_listener
@@ -188,6 +191,36 @@ def _on_test_start(environment: Any, **_kwargs: Any) -> None:
         )
     if _PART.session is not None:
         _PART.session.start_controller()
+        if _PART.options.until_verdict and _PART.verdict_watch is None:
+            _PART.stop_reason = None
+            _PART.verdict_watch = gevent.spawn(_watch_verdict, environment)
+
+
+def _watch_verdict(environment: Any) -> None:
+    """--until-verdict: ends the test as soon as its verdict can no longer change.
+
+    Headless, that ends the run (Locust quits, as at the end of --run-time); in the web UI it
+    stops the test and the UI stays up with the verdict on its Chaos tab.
+    """
+    try:
+        while True:
+            gevent.sleep(_VERDICT_POLL_SECONDS)
+            session, runner = _PART.session, environment.runner
+            if session is None or runner is None or runner.state not in (STATE_SPAWNING, STATE_RUNNING):
+                return
+            if not _PART.options.until_verdict:
+                continue  # turned off in the web UI's form for this test
+            reason = session.settled_verdict()
+            if reason is not None:
+                _PART.stop_reason = reason
+                log.info("handshake-chaos: %s; stopping the run", reason)
+                if getattr(environment.parsed_options, "headless", False):
+                    runner.quit()
+                else:
+                    runner.stop()
+                return
+    finally:
+        _PART.verdict_watch = None
 
 
 @events.test_stop.add_listener
@@ -213,7 +246,13 @@ def _on_quitting(environment: Any, **_kwargs: Any) -> None:
         )
         runner.stop()
     session.close()
-    summary = session.summary(interrupted_by)
+    if _PART.stop_reason is not None:
+        stop_reason = _PART.stop_reason
+    elif interrupted_by is not None:
+        stop_reason = f"interrupted by {interrupted_by.name}"
+    else:
+        stop_reason = "the run's end (--run-time, or stopped from the web UI)"
+    summary = session.summary(interrupted_by, stop_reason)
     session.write_report(summary)
     print(format_summary(summary), flush=True)
     if _PART.options.gate:

@@ -7,7 +7,17 @@ from pathlib import Path
 
 from chaos.results import MatrixCell, MatrixResult
 
-COLUMNS = ("release", "ws", "verdict", "server errors", "client errors", "TERMs w/ pending", "exposure", "outcomes")
+COLUMNS = (
+    "release",
+    "ws",
+    "mode",
+    "verdict",
+    "server errors",
+    "client errors",
+    "signals w/ pending",
+    "exposure",
+    "outcomes",
+)
 
 
 def _errors(cell: MatrixCell, side: str) -> str:
@@ -19,7 +29,7 @@ def rows(result: MatrixResult) -> list[list[str]]:
     table = []
     for cell in result.cells:
         if cell.status != "ran":
-            table.append([cell.release, cell.ws, cell.status, cell.reason, "", "", "", ""])
+            table.append([cell.release, cell.ws, cell.mode, cell.status, cell.reason, "", "", "", ""])
             continue
         verdict = cell.verdict + (" (expected)" if cell.verdict == "fail" and cell.expected_fail else "")
         if cell.new_signatures:
@@ -29,6 +39,7 @@ def rows(result: MatrixResult) -> list[list[str]]:
             [
                 cell.release,
                 cell.ws,
+                cell.mode,
                 verdict,
                 _errors(cell, "server"),
                 _errors(cell, "client"),
@@ -54,7 +65,7 @@ def terminal(result: MatrixResult) -> str:
 
 def _footer(result: MatrixResult) -> str:
     return (
-        f"{len(result.cells)} cells, {result.duration_per_cell_seconds:g}s each with {result.users} users; "
+        f"{len(result.cells)} cells, up to {result.duration_per_cell_seconds:g}s each with {result.users} users; "
         f"wall time {result.wall_seconds:.0f}s; exit code {result.exit_code}."
     )
 
@@ -78,7 +89,7 @@ def html_page(result: MatrixResult) -> str:
             # Each soak's own page sits in the cell's directory beside matrix.html.
             page = html.escape(f"{Path(cell.report_dir).name}/report.html", quote=True)
             cells = cells.replace(
-                f"<td>{html.escape(row[2])}</td>", f'<td><a href="{page}">{html.escape(row[2])}</a></td>', 1
+                f"<td>{html.escape(row[3])}</td>", f'<td><a href="{page}">{html.escape(row[3])}</a></td>', 1
             )
         body.append(f'<tr style="background:{color}">{cells}</tr>')
     head = "".join(f"<th>{html.escape(column)}</th>" for column in COLUMNS)

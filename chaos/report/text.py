@@ -46,6 +46,8 @@ def format_summary(summary: RunSummary) -> str:
         lines.append("    (no handshake attempted)")
     lines.append("  handshake-time shutdown errors:")
     lines.extend(error_table(summary.errors))
+    if summary.stop_reason:
+        lines.append(f"  stopped: {summary.stop_reason}")
     gate = summary.gate
     lines.append(f"  gate: {gate.verdict} (exit {gate.exit_code}): {gate.reason}")
     return "\n".join(lines)

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from chaos.errors import UsageError
-from chaos.results import VERDICT_EXIT_CODES, ErrorRow, GateResult, Verdict
+from chaos.results import VERDICT_EXIT_CODES, ErrorRow, GateResult, SignalRecord, Verdict
 
 
 @dataclass(frozen=True)
@@ -53,3 +53,43 @@ def decide(
     if landed_with_pending == 0:
         return verdict("inconclusive", "no signal landed on a worker holding pending handshakes")
     return verdict("pass", f"{landed_with_pending} signals landed with pending handshakes, no errors")
+
+
+@dataclass(frozen=True)
+class EvidencePolicy:
+    """When a pass can no longer turn into a fail: ``signals`` signals, each caught at least
+    ``pending`` handshakes, none found an error, and every one of their windows settled."""
+
+    signals: int = 5
+    pending: int = 10
+
+
+def settled(
+    error_rows: Iterable[ErrorRow],
+    records: Iterable[SignalRecord],
+    policy: GatePolicy,
+    evidence: EvidencePolicy,
+    caught_in_flight: int = 0,
+) -> str | None:
+    """Why the verdict can no longer change (the run may stop now), or None while it still can.
+
+    A signal's window has settled once the deployment recovered from it (its workers exited and
+    the log said what they left); ``caught_in_flight`` handshakes a signal caught still await
+    their answer, and an answer may yet be an error.
+    """
+    sent = [record for record in records if not record.dry_run]
+    open_windows = sum(1 for record in sent if not record.settled)
+    result = decide(error_rows, 0, policy)
+    if result.verdict == "fail":
+        if open_windows:
+            return None
+        return f"verdict settled: fail ({result.reason}), the windows of all {len(sent)} signals settled"
+    if open_windows or caught_in_flight:
+        return None
+    strong = [record for record in sent if record.pending >= evidence.pending]
+    if len(strong) < evidence.signals:
+        return None
+    return (
+        f"verdict settled: pass ({len(strong)} signals caught at least {evidence.pending} pending handshakes each, "
+        "no error, every window settled)"
+    )

@@ -17,7 +17,7 @@ from chaos.load.client import LoadProfile
 from chaos.optionmodel import RUN, check_all, option
 from chaos.results import DEFAULT_MODE, MODES, Mode
 from chaos.run.controller import REDEPLOYING_MODES, SIGNALS, ControllerConfig
-from chaos.run.gate import GatePolicy
+from chaos.run.gate import EvidencePolicy, GatePolicy
 from chaos.target.launcher import PROBE_WS_PATH, WS_IMPLEMENTATIONS, TargetConfig
 
 _CONTROLLED = RUN | {"controller"}
@@ -105,7 +105,8 @@ class ChaosOptions:
         "what the controller signals, as a real deploy would (docs/deploy-shapes.md)",
         # Every series of a run carries its mode: it is the run's, fixed when the process starts.
         scope="process",
-        entry_points=_CONTROLLED,
+        # matrix takes several (chaos.commands.matrix.MatrixSettings.modes).
+        entry_points=frozenset({"locust", "soak", "controller"}),
         choices=MODES,
         what="mode",
     )
@@ -202,6 +203,18 @@ class ChaosOptions:
         "count an HTTP rejection of a caught handshake as an error",
         scope="process",
     )
+    until_verdict: bool = option(
+        False,
+        "--until-verdict",
+        "stop as soon as the verdict can no longer change (--duration stays the cap)",
+        defaults={"matrix": True},
+    )
+    evidence_signals: int = option(
+        5, "--evidence-signals", "--until-verdict: signals needed for a pass", minimum=1
+    )
+    evidence_pending: int = option(
+        10, "--evidence-pending", "--until-verdict: pending handshakes each of those signals must catch", minimum=1
+    )
     allow: str = option("", "--allow", "errors the gate tolerates: SIGNATURE=N[,SIGNATURE=N]")
     report_json: str | None = option(
         None,
@@ -242,6 +255,9 @@ class ChaosOptions:
 
     def gate_policy(self) -> GatePolicy:
         return GatePolicy.parse(item for item in self.allow.split(",") if item.strip())
+
+    def evidence_policy(self) -> EvidencePolicy:
+        return EvidencePolicy(self.evidence_signals, self.evidence_pending)
 
     def controller_config(self) -> ControllerConfig:
         return ControllerConfig(

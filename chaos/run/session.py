@@ -42,7 +42,7 @@ from chaos.results import (
 )
 from chaos.run.controller import ControllerState, RollingTermController
 from chaos.run.exposure import ExposureStrategy
-from chaos.run.gate import decide
+from chaos.run.gate import decide, settled
 from chaos.run.options import ChaosOptions
 from chaos.target.launcher import Target, read_versions
 from chaos.target.processes import GunicornMaster, read_pidfile, worker_peers
@@ -312,7 +312,17 @@ class ChaosSession:
         signals = self.controller_state.summary()
         return decide(self.totals.error_rows(), signals.landed_with_pending, self.options.gate_policy(), interrupted_by)
 
-    def summary(self, interrupted_by: int | None = None) -> RunSummary:
+    def settled_verdict(self) -> str | None:
+        """Why the verdict can no longer change (``--until-verdict`` stops the run), or None."""
+        return settled(
+            self.totals.error_rows(),
+            self.records(),
+            self.options.gate_policy(),
+            self.options.evidence_policy(),
+            self.exposure.caught_in_flight(),
+        )
+
+    def summary(self, interrupted_by: int | None = None, stop_reason: str | None = None) -> RunSummary:
         """The run as it stands; ``interrupted_by`` names the signal that stopped it before its end."""
         signals = self.controller_state.summary()
         exits = Counter(record.exit_kind for record in signals.records if record.exit_kind and not record.dry_run)
@@ -343,6 +353,8 @@ class ChaosSession:
             duration_seconds=round(time.time() - self.started, 3),
             started=self.started,
             timeline=list(self.timeline),
+            stop_reason=stop_reason,
+            master_events=self.detector.master_events() if self.detector else {},
         )
 
     def write_report(self, summary: RunSummary) -> None:

@@ -11,7 +11,7 @@ import pytest
 
 from chaos.commands.matrix import judge_expectations, matrix_exit_code
 from chaos.results import MatrixCell
-from tests.conftest import locust_requests, read_summary
+from tests.conftest import assert_gone, locust_requests, read_summary
 
 CLI = [sys.executable, "-m", "chaos"]
 FAST = ["--hold-seconds", "1", "--term-interval", "1", "--term-jitter", "0.5", "--metrics-port", "0"]
@@ -256,13 +256,13 @@ def test_with_requirements_that_cannot_be_resolved_are_one_line_and_exit_4(tmp_p
     assert "Traceback" not in done.stderr
 
 
-@pytest.mark.parametrize("mode", ["master-hup", "master-ttou"])
+@pytest.mark.parametrize("mode", ["master-hup", "master-ttou", "master-term", "rollout"])
 def test_0_19_0_wsproto_fails_on_596_through_the_master(tmp_path, release_cache, mode):
     """The report behind #596: "it happens every time we send TERM to gunicorn master process"."""
     report = tmp_path / "report"
     done = _run(
-        ["soak", "--uvicorn", "0.19.0", "--ws", "wsproto", "--mode", mode, "--duration", "10s", "--users", "30"]
-        + [*FAST, "--report-dir", str(report), "--cache-dir", str(release_cache)],
+        ["soak", "--uvicorn", "0.19.0", "--ws", "wsproto", "--mode", mode, "--duration", "20s", "--users", "30"]
+        + [*FAST, "--until-verdict", "--report-dir", str(report), "--cache-dir", str(release_cache)],
         tmp_path,
     )
     assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
@@ -270,6 +270,33 @@ def test_0_19_0_wsproto_fails_on_596_through_the_master(tmp_path, release_cache,
     assert summary["mode"] == mode and _signatures(summary).get("uvicorn_596_wsproto_close_during_handshake", 0) > 0
     records = summary["signals"]["records"]
     assert records and all(r["role"] == "master" and r["mode"] == mode for r in records)
-    reached = [len(r["reach"]) for r in records]
-    assert all(n == (2 if mode == "master-hup" else 1) for n in reached), reached
+    reached = [len(r["reach"]) for r in records if r["worker_exit_seconds"] is not None]
+    assert reached and all(n == (1 if mode == "master-ttou" else 2) for n in reached), reached
     assert sum(r["pending"] for r in records) == sum(reach["pending"] for r in records for reach in r["reach"])
+    # It stopped as soon as the fail could not change, well before the 20 s cap.
+    assert summary["stop_reason"].startswith("verdict settled: fail"), summary["stop_reason"]
+    assert summary["duration_seconds"] < 20
+    signalled = {"master-hup": "hup", "master-ttou": "ttou", "master-term": "term", "rollout": "term"}[mode]
+    assert summary["master_events"].get(f"handling_signal_{signalled}", 0) >= 1, summary["master_events"]
+    if mode in ("master-term", "rollout"):
+        # A new master for each one TERMed, every one of them started (and stopped) by the run.
+        masters = {r["master_pid"] for r in records} | {r["replacement_pid"] for r in records if r["replacement_pid"]}
+        assert len(masters) >= 2 and masters <= set(summary["target"]["pids"])
+        assert summary["master_events"]["master_start"] >= 2
+    assert_gone(summary["target"]["pids"])
+
+
+@pytest.mark.parametrize("mode", ["master-hup", "master-term", "rollout"])
+def test_the_newest_uvicorn_with_wsproto_passes_through_the_master(tmp_path, mode):
+    """This interpreter's uvicorn (the newest release the lock file allows) has #1737's guard."""
+    report = tmp_path / "report"
+    done = _run(
+        ["soak", "--ws", "wsproto", "--mode", mode, "--duration", "40s", "--users", "30", *FAST]
+        + ["--until-verdict", "--evidence-signals", "3", "--evidence-pending", "5", "--report-dir", str(report)],
+        tmp_path,
+    )
+    summary = read_summary(report / "summary.json")
+    assert done.returncode == 0, (summary["gate"], summary["errors"], done.stderr[-1500:])
+    strong = [r for r in summary["signals"]["records"] if r["pending"] >= 5]
+    assert len(strong) >= 3 and summary["stop_reason"].startswith("verdict settled: pass")
+    assert_gone(summary["target"]["pids"])

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from chaos.errors import UsageError
-from chaos.results import ErrorRow
-from chaos.run.gate import GatePolicy, decide
+from chaos.results import ErrorRow, SignalRecord
+from chaos.run.gate import EvidencePolicy, GatePolicy, decide, settled
 
 _596 = "uvicorn_596_wsproto_close_during_handshake"
 
@@ -47,3 +47,36 @@ def test_allowances_tolerate_up_to_n_per_signature():
 def test_bad_allowances(bad):
     with pytest.raises(UsageError, match="SIGNATURE=COUNT"):
         GatePolicy.parse([bad])
+
+
+def _record(number: int, pending: int, settled: bool = True, dry_run: bool = False) -> SignalRecord:
+    return SignalRecord(number, 0.0, 100 + number, "worker", "TERM", pending, dry_run, settled=settled)
+
+
+_EVIDENCE = EvidencePolicy(signals=3, pending=10)
+_596_ROW = ErrorRow("server", _596, 4, "LocalProtocolError: ...")
+
+
+def test_a_fail_settles_once_every_window_has():
+    assert settled([_596_ROW], [_record(1, 12, settled=False)], GatePolicy(), _EVIDENCE) is None
+    reason = settled([_596_ROW], [_record(1, 12)], GatePolicy(), _EVIDENCE)
+    assert reason is not None and reason.startswith("verdict settled: fail")
+
+
+def test_a_pass_needs_enough_strong_signals_all_settled_and_nothing_caught_in_flight():
+    strong = [_record(n, 10) for n in range(1, 4)]
+    weak = [_record(n, 9) for n in range(4, 9)]
+    assert settled([], weak, GatePolicy(), _EVIDENCE) is None  # many signals, none caught enough
+    assert settled([], strong[:2] + weak, GatePolicy(), _EVIDENCE) is None
+    assert settled([], [*strong, _record(9, 0, settled=False)], GatePolicy(), _EVIDENCE) is None
+    assert settled([], strong, GatePolicy(), _EVIDENCE, caught_in_flight=1) is None
+    assert settled([], [*strong, _record(10, 50, dry_run=True, settled=False)], GatePolicy(), _EVIDENCE) is not None
+    reason = settled([], strong, GatePolicy(), _EVIDENCE)
+    assert reason is not None and reason.startswith("verdict settled: pass")
+
+
+def test_errors_within_the_allowances_do_not_settle_a_fail_and_do_not_block_a_pass():
+    allowed = GatePolicy.parse(["uvicorn_596_wsproto_close_during_handshake=4"])
+    strong = [_record(n, 10) for n in range(1, 4)]
+    reason = settled([_596_ROW], strong, allowed, _EVIDENCE)
+    assert reason is not None and "pass" in reason
