@@ -387,9 +387,7 @@ class MatrixCell(JsonRecord):
     stop_reason: str | None = None
 
     @classmethod
-    def not_run(
-        cls, release: str, ws: str, status: CellStatus, reason: str, mode: Mode = DEFAULT_MODE
-    ) -> MatrixCell:
+    def not_run(cls, release: str, ws: str, status: CellStatus, reason: str, mode: Mode = DEFAULT_MODE) -> MatrixCell:
         verdict: CellVerdict = "skipped" if status == "skipped" else "error"
         return cls(uvicorn=release, ws=ws, status=status, reason=reason, release=release, verdict=verdict, mode=mode)
 

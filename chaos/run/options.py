@@ -209,9 +209,7 @@ class ChaosOptions:
         "stop as soon as the verdict can no longer change (--duration stays the cap)",
         defaults={"matrix": True},
     )
-    evidence_signals: int = option(
-        5, "--evidence-signals", "--until-verdict: signals needed for a pass", minimum=1
-    )
+    evidence_signals: int = option(5, "--evidence-signals", "--until-verdict: signals needed for a pass", minimum=1)
     evidence_pending: int = option(
         10, "--evidence-pending", "--until-verdict: pending handshakes each of those signals must catch", minimum=1
     )

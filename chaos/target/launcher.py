@@ -221,6 +221,7 @@ class Target:
         except InvalidVersion:
             return []
         return ["--control-socket", str(self._named(generation, "gunicorn", ".ctl"))] if has_control_socket else []
+
     def _tls_arguments(self) -> list[str]:
         if not self.config.tls:
             return []
