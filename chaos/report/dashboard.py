@@ -3,7 +3,7 @@
     python -m chaos.report.dashboard > dashboards/handshake-chaos.json
 
 A test regenerates it and compares, so the JSON never drifts from this file. Every
-query filters on ``$release`` and ``$ws``, every ``rate()`` uses ``$__rate_interval``,
+query filters on ``$release``, ``$ws`` and ``$mode``, every ``rate()`` uses ``$__rate_interval``,
 every panel uses ``${datasource}``, and file provisioning needs no ``__inputs``.
 """
 
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 UID = "handshake-chaos"
 TITLE = "handshake-chaos: handshake-time shutdown errors"
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
-SELECTOR = 'release=~"$release", ws=~"$ws"'
+SELECTOR = 'release=~"$release", ws=~"$ws", mode=~"$mode"'
 SIGNALS = f"handshake_chaos_signals_total{{{SELECTOR}}}"
 
 
@@ -253,6 +253,69 @@ def panels() -> list[dict[str, Any]]:
             unit="none",
             decimals=0,  # counts: whole numbers
         ),
+        *mode_row(43),
+    ]
+
+
+def mode_row(y: int) -> list[dict[str, Any]]:
+    """The same run seen per chaos mode: which way of stopping the server breaks it, and how often."""
+    errors = f"handshake_chaos_shutdown_errors_total{{{SELECTOR}}}"
+    row = {
+        "id": 20,
+        "type": "row",
+        "title": "By chaos mode",
+        "collapsed": False,
+        "gridPos": {"x": 0, "y": y, "w": 24, "h": 1},
+    }
+    return [
+        row,
+        _panel(
+            21,
+            "Shutdown errors by mode and signature (time range)",
+            "table",
+            (0, y + 1, 12, 8),
+            [
+                _target(
+                    f"round(sum by (release, mode, signature) (increase({errors}[$__range]))) > 0",
+                    instant=True,
+                    table=True,
+                )
+            ],
+            transformations=[{"id": "organize", "options": {"excludeByName": {"Time": True}}}],
+            description="Every handshake-time shutdown error in the time range, per release, chaos mode and "
+            "signature: a failure seen only under master-term or rollout is one worker TERMs do not reach.",
+            unit="none",
+            decimals=0,  # counts: whole numbers
+        ),
+        _panel(
+            22,
+            "Signals per minute by mode",
+            "timeseries",
+            (12, y + 1, 12, 8),
+            [
+                _target(
+                    f"60 * sum by (mode, signal, role) (rate({SIGNALS}[$__rate_interval]))",
+                    "{{mode}}: {{signal}} to {{role}}",
+                )
+            ],
+            description="What each chaos mode signalled: TERM/INT to workers, TTOU/HUP/TERM to a master.",
+            unit="opm",
+        ),
+        _panel(
+            23,
+            "Handshake outcomes per second by mode",
+            "timeseries",
+            (0, y + 9, 24, 8),
+            [
+                _target(
+                    f"sum by (mode, outcome) (rate(handshake_chaos_handshakes_total{{{SELECTOR}}}[$__rate_interval]))",
+                    "{{mode}} {{outcome}}",
+                )
+            ],
+            description="How handshakes ended under each chaos mode (a whole-deployment restart shows as a "
+            "pause in accepts, not as refusals: clients wait in the listening socket's backlog).",
+            unit="reqps",
+        ),
     ]
 
 
@@ -309,6 +372,11 @@ def dashboard() -> dict[str, Any]:
                 },
                 _variable("release", "Release", "label_values(handshake_chaos_target_info, release)"),
                 _variable("ws", "ws", 'label_values(handshake_chaos_target_info{release=~"$release"}, ws)'),
+                _variable(
+                    "mode",
+                    "Chaos mode",
+                    'label_values(handshake_chaos_target_info{release=~"$release", ws=~"$ws"}, mode)',
+                ),
             ]
         },
         "panels": panels(),

@@ -148,10 +148,10 @@ def _by_signal(name: str, documentation: str, run: list[str], records: Iterable[
 
 def _target_info(snapshot: MetricsSnapshot) -> Metric:
     family = GaugeMetricFamily(
-        "handshake_chaos_target_info", "What is under test (always 1).", labels=["release", "ws", *TARGET_INFO_KEYS]
+        "handshake_chaos_target_info", "What is under test (always 1).", labels=[*RUN_LABELS, *TARGET_INFO_KEYS]
     )
     values = [str(snapshot.versions.get(key) or "none") for key in TARGET_INFO_KEYS if key != "worker_class"]
-    family.add_metric([snapshot.release, snapshot.ws, *values, snapshot.worker_class], 1)
+    family.add_metric([snapshot.release, snapshot.ws, snapshot.mode, *values, snapshot.worker_class], 1)
     return family
 
 

@@ -29,7 +29,7 @@ def _queries(board: dict) -> list[tuple[str, str, bool]]:
     found = [
         (f"panel {p['id']} {p['title']} [{t['refId']}]", t["expr"], bool(t.get("instant")))
         for p in board["panels"]
-        for t in p["targets"]
+        for t in p.get("targets", [])
     ]
     found += [
         (f"annotation {a['name']}", a["expr"], False)
@@ -41,6 +41,20 @@ def _queries(board: dict) -> list[tuple[str, str, bool]]:
         }
     ]
     return found
+
+
+def _data_panels(board: dict) -> list[dict]:
+    return [panel for panel in board["panels"] if panel["type"] != "row"]
+
+
+def test_the_mode_row_breaks_the_run_down_by_chaos_mode():
+    board = dashboard()
+    [row] = [panel for panel in board["panels"] if panel["type"] == "row"]
+    below = [p for p in _data_panels(board) if p["gridPos"]["y"] > row["gridPos"]["y"]]
+    assert row["title"] == "By chaos mode" and len(below) == 3
+    assert all("mode" in _grouping(t["expr"]) for p in below for t in p["targets"])
+    variables = {v["name"]: v for v in board["templating"]["list"]}
+    assert "handshake_chaos_target_info" in variables["mode"]["definition"]
 
 
 def test_the_json_is_generated_from_the_code():
@@ -56,14 +70,14 @@ def test_dashboard_structure_provisions_as_it_is():
     assert variables["datasource"]["type"] == "datasource" and variables["datasource"]["query"] == "prometheus"
     assert variables["release"]["multi"] and "handshake_chaos" in variables["release"]["definition"]
     assert "ws" in variables
-    for panel in board["panels"]:
+    for panel in _data_panels(board):
         assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, panel["title"]
         for target in panel["targets"]:
             assert target["datasource"]["uid"] == "${datasource}"
     for where, expr, _instant in _queries(board):
         for window in re.findall(r"\brate\([^\[]*\[([^\]]+)\]", expr):
             assert window == "$__rate_interval", where
-        assert "$release" in expr and "$ws" in expr, where
+        assert "$release" in expr and "$ws" in expr and "$mode" in expr, where
     titles = " ".join(p["title"] for p in board["panels"]).lower()
     for subject in ("signature", "outcomes", "signals", "exposure", "replacement", "pending", "under test"):
         assert subject in titles
@@ -165,6 +179,7 @@ def test_every_panel_query_returns_data_from_a_real_prometheus(prometheus_scrapi
             .replace("$__range", f"{int(end - started) + 1}s")
             .replace("$release", release)
             .replace("$ws", "wsproto")
+            .replace("$mode", "worker-term")
         )
         result = _query(url, promql, None if instant else run_range)
         assert result, f"{where} returned no data: {promql}"
@@ -180,7 +195,7 @@ def test_every_panel_follows_the_dashboard_rules():
     import yaml
 
     board = dashboard()
-    for panel in board["panels"]:
+    for panel in _data_panels(board):
         where = panel["title"]
         assert panel.get("description"), f"{where}: no description"
         assert panel["fieldConfig"]["defaults"].get("unit"), f"{where}: no unit"
