@@ -27,6 +27,7 @@ def markdown_report(summary: RunSummary) -> str:
         "",
         f"**Gate: {gate.verdict}** (exit {gate.exit_code}): {gate.reason}",
         "",
+        *([f"Stopped: {summary.stop_reason}.", ""] if summary.stop_reason else []),
         "| component | version |",
         "|---|---|",
     ]

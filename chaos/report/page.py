@@ -147,6 +147,8 @@ def soak_page(summary: RunSummary) -> str:
     rows = rows or "<tr><td colspan='6'>no signal sent</td></tr>"
     outcomes = "".join(f"<tr><td>{_e(k)}</td><td class='n'>{v}</td></tr>" for k, v in summary.outcomes.items())
     failing = f"<p>Failing signatures: {_e(', '.join(gate.failing))}</p>" if gate.failing else ""
+    if summary.stop_reason:
+        failing += f"<p>Stopped: {_e(summary.stop_reason)}.</p>"
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <title>handshake-chaos soak: {_e(summary.release)} ({_e(summary.ws)})</title>
