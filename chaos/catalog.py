@@ -1,14 +1,24 @@
-"""Known handshake-time shutdown failures, and the generic signatures for everything else.
+"""Known handshake-time shutdown failures, the noise that is not one, and the generic signatures.
 
-Each entry matches the exact text the failure logs, names the upstream issue or PR,
-and the first release that fixed it (None when no fix is known). A traceback that
-matches no entry still counts, under a generic signature named after its exception.
+Each entry matches the exact text the failure logs, names the upstream issue or PR, and, per
+uvicorn ws implementation it occurs with, the first uvicorn release that fixed it there (None:
+not fixed). A traceback that matches no entry still counts, under a generic signature named
+after its exception. Noise entries are recognised and never counted as shutdown errors.
+
+Sources: uvicorn's release notes and PRs, and the texts wsproto (``handshake.py``,
+``connection.py``, 1.x) and websockets raise; every entry is exercised by a recorded log of a
+real release in ``tests/data`` (see its README for how each was made).
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from packaging.version import InvalidVersion, Version
+
+WS_IMPLEMENTATIONS = ("wsproto", "websockets", "websockets-sansio")
 
 
 @dataclass(frozen=True)
@@ -18,11 +28,24 @@ class KnownFailure:
     summary: str
     reference: str
     component: str
-    fixed_in: str | None
+    # ws implementation -> the first uvicorn release without it (None: still present there).
+    fixed_in: Mapping[str, str | None] = field(default_factory=dict)
+    noise: bool = False  # recognised, and not a handshake-time shutdown error
+
+    def fixed_for(self, ws: str) -> str | None:
+        return self.fixed_in.get(ws)
 
 
-def _entry(signature: str, pattern: str, summary: str, reference: str, component: str, fixed_in: str | None):  # type: ignore[no-untyped-def]
-    return KnownFailure(signature, re.compile(pattern), summary, reference, component, fixed_in)
+def _entry(
+    signature: str,
+    pattern: str,
+    summary: str,
+    reference: str,
+    component: str = "uvicorn",
+    fixed_in: Mapping[str, str | None] | None = None,
+    noise: bool = False,
+) -> KnownFailure:
+    return KnownFailure(signature, re.compile(pattern), summary, reference, component, dict(fixed_in or {}), noise)
 
 
 CATALOG: tuple[KnownFailure, ...] = (
@@ -31,48 +54,74 @@ CATALOG: tuple[KnownFailure, ...] = (
         r"LocalProtocolError: Event CloseConnection\(code=1012, reason=None\) cannot be sent during the handshake",
         "wsproto: shutdown sends a close frame to a connection still in its handshake; the worker crashes",
         "https://github.com/encode/uvicorn/issues/596 (fixed by PR #1737)",
-        "uvicorn",
-        "0.20.0",
+        fixed_in={"wsproto": "0.20.0"},
     ),
     _entry(
         "uvicorn_811_wsproto_response_during_handshake",
         r"LocalProtocolError: Event Response\(status_code=\d+.*\) cannot be sent during the handshake",
-        "wsproto: an HTTP rejection sent in the wrong handshake state",
+        "wsproto < 1.0: an HTTP rejection sent in the wrong handshake state",
         "https://github.com/encode/uvicorn/issues/811",
-        "uvicorn",
-        None,
+        fixed_in={"wsproto": None},
+    ),
+    _entry(
+        "uvicorn_811_wsproto_rejection_in_wrong_state",
+        r"LocalProtocolError: (?:Connection cannot be rejected in state ConnectionState\.\w+"
+        r"|Cannot send rejection data in state ConnectionState\.\w+)",
+        "wsproto >= 1.0 wording of #811: a rejection (or its body) sent after the handshake was already answered",
+        "https://github.com/encode/uvicorn/issues/811 (wsproto 1.x handshake.py: _reject, _send_reject_data)",
+        fixed_in={"wsproto": None},
+    ),
+    _entry(
+        "wsproto_event_in_wrong_state",
+        r"LocalProtocolError: Event \w+\(.*\) cannot be sent in state ConnectionState\.\w+",
+        "wsproto >= 1.0: a frame (close, message) sent on a connection the shutdown already rejected or closed",
+        "https://github.com/encode/uvicorn/issues/811 (wsproto 1.x connection.py: Connection.send)",
+        fixed_in={"wsproto": None},
     ),
     _entry(
         "uvicorn_1344_websockets_handshake_closed_on_shutdown",
         r"opening handshake failed[\s\S]*ConnectionClosedError: no close frame received or sent",
         "websockets: shutdown closes the transport of a pending handshake, no HTTP response is sent",
         "https://github.com/encode/uvicorn/issues/1344 (fixed by PR #1816)",
-        "uvicorn",
-        "0.21.0",
+        fixed_in={"websockets": "0.21.0"},
     ),
     _entry(
         "uvicorn_1816_websockets_recv_after_shutdown",
         r"websockets_impl\.py[\s\S]*AttributeError: 'NoneType' object has no attribute 'add_done_callback'",
         "websockets: the app's receive() on a connection the shutdown closed finds no transfer task",
         "https://github.com/encode/uvicorn/pull/1816",
-        "uvicorn",
-        "0.21.0",
+        fixed_in={"websockets": "0.21.0"},
     ),
     _entry(
         "uvicorn_accept_after_shutdown_rejection",
         r"RuntimeError: Expected ASGI message 'websocket\.send' or 'websocket\.close', but got 'websocket\.accept'",
-        "shutdown already answered the handshake with HTTP 500; the app's own accept then raises into it",
-        "https://github.com/encode/uvicorn/pull/2312 (related: disconnect before accept)",
-        "uvicorn",
-        None,
+        "shutdown already answered the handshake with HTTP 500; the app's own late accept then raises into it",
+        "https://github.com/Kludex/uvicorn/pull/3050 (0.52.1; related: PR #2312)",
+        fixed_in={"wsproto": "0.52.1", "websockets-sansio": "0.52.1", "websockets": None},
+    ),
+    _entry(
+        "uvicorn_graceful_shutdown_cancelled_tasks",
+        r"Cancel \d+ running task\(s\), timeout graceful shutdown exceeded",
+        "uvicorn's --timeout-graceful-shutdown ran out: the tasks still running (pending handshakes among "
+        "them) are cancelled, and each leaves a CancelledError",
+        "https://github.com/encode/uvicorn/pull/1950 (--timeout-graceful-shutdown, 0.24.0)",
     ),
     _entry(
         "websockets_1138_closing_transport_closed",
         r"RuntimeError: unable to perform operation on <\w*Transport closed=True",
         "websockets: closing handshake writes to a transport the shutdown already closed",
         "https://github.com/python-websockets/websockets/issues/1138",
-        "websockets",
-        None,
+        component="websockets",
+        fixed_in={"websockets": None},
+    ),
+    # Noise: an app that denies a websocket by returning without accepting logs this on every
+    # denial, shutdown or not; it is the app's choice, not a handshake-time shutdown error.
+    _entry(
+        "noise_asgi_returned_without_completing_handshake",
+        r"ASGI callable returned without completing handshake",
+        "the app returned without accepting (a denial): logged by uvicorn at ERROR, not a shutdown error",
+        "https://github.com/encode/uvicorn/blob/master/uvicorn/protocols/websockets/wsproto_impl.py (run_asgi)",
+        noise=True,
     ),
 )
 
@@ -98,18 +147,36 @@ CLIENT_SIGNATURES = (
 )
 
 _BY_SIGNATURE = {entry.signature: entry for entry in CATALOG}
+ERROR_ENTRIES = tuple(entry for entry in CATALOG if not entry.noise)
+
+
+def entry(signature: str) -> KnownFailure | None:
+    return _BY_SIGNATURE.get(signature)
 
 
 def reference(signature: str) -> str | None:
-    entry = _BY_SIGNATURE.get(signature)
-    return entry.reference if entry else None
+    found = _BY_SIGNATURE.get(signature)
+    return found.reference if found else None
 
 
 def match(text: str) -> tuple[KnownFailure, str] | None:
     """The first catalog entry matching ``text``, with the line that matched."""
-    for entry in CATALOG:
-        found = entry.pattern.search(text)
+    for known in CATALOG:
+        found = known.pattern.search(text)
         if found is not None:
             line = found.group(0).splitlines()[-1]
-            return entry, line
+            return known, line
     return None
+
+
+def regression_of(signature: str, ws: str, uvicorn: str | None) -> str | None:
+    """The release that fixed ``signature`` for ``ws`` when ``uvicorn`` is that release or later
+    (the failure is back: a regression), else None. Unknown versions are never called regressions."""
+    known = _BY_SIGNATURE.get(signature)
+    fixed = known.fixed_for(ws) if known is not None else None
+    if fixed is None or uvicorn is None:
+        return None
+    try:
+        return fixed if Version(uvicorn) >= Version(fixed) else None
+    except InvalidVersion:
+        return None

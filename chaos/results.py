@@ -219,6 +219,15 @@ class ErrorRow(JsonRecord):
     count: int
     example: str
     reference: str | None = None
+    # Set when the failure is a catalogued one that this release's version had already fixed for
+    # this ws implementation: the release that fixed it (the failure is a regression).
+    regression_fixed_in: str | None = None
+
+    def regression_line(self) -> str | None:
+        """What a maintainer needs to read: "regression of <reference>, fixed in <version>"."""
+        if self.regression_fixed_in is None:
+            return None
+        return f"regression of {self.reference or self.signature}, fixed in {self.regression_fixed_in}"
 
 
 @dataclass
@@ -334,6 +343,7 @@ class RunSummary(JsonRecord):
     soak: SoakRun | None = None
     stop_reason: str | None = None  # why the run ended when it did (its time, a signal, a settled verdict)
     master_events: dict[str, int] = field(default_factory=dict)  # the masters' own log lines, by event
+    noise: dict[str, int] = field(default_factory=dict)  # recognised lines that are not shutdown errors
 
     def error_counts(self) -> dict[str, int]:
         """``side:signature`` -> count, the key a matrix compares cells by."""

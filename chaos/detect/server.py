@@ -62,6 +62,11 @@ class Classifier:
     def __init__(self) -> None:
         self._generic: set[str] = set()
 
+    def noise(self, record: LogRecord) -> str | None:
+        """The noise signature of a record that is recognised and is not a shutdown error, else None."""
+        known = catalog.match(record.text)
+        return known[0].signature if known is not None and known[0].noise else None
+
     def classify(self, record: LogRecord) -> list[tuple[str, str, str | None]]:
         """(signature, example line, reference) for each failure the record shows."""
         found: list[tuple[str, str, str | None]] = []
@@ -109,6 +114,7 @@ class ServerDetector:
         self._windows: dict[int, Position] = {}
         self._exit_kinds: dict[int, ExitKind] = {}
         self._master_events: Counter[str] = Counter()
+        self._noise: Counter[str] = Counter()
         self.unattributed_errors = 0
         self._lock = threading.Lock()
 
@@ -146,6 +152,10 @@ class ServerDetector:
             if pid is not None and _WORKER_EXITING.search(record.message):
                 self._exit(pid, "clean")
             return
+        noise = self.classifier.noise(record)
+        if noise is not None:
+            self._noise[noise] += 1
+            return
         window = self._windows.get(pid) if pid is not None else None
         if window is None or (record.generation, record.offset) < window:
             self.unattributed_errors += 1
@@ -163,6 +173,11 @@ class ServerDetector:
                 self._master_events[event.format(*(group.lower() for group in match.groups()))] += 1
                 return event != "master_halt_reason"  # why a master halted is an error worth judging too
         return False
+
+    def noise(self) -> dict[str, int]:
+        """Recognised error-level lines that are not shutdown errors, by signature."""
+        with self._lock:
+            return dict(sorted(self._noise.items()))
 
     def master_events(self) -> dict[str, int]:
         """The masters' own lines so far (start, signals handled, reload, shutdown), by event."""

@@ -5,6 +5,7 @@ The summary, the gate and ``/metrics`` all read from here, so they cannot disagr
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -23,6 +24,14 @@ class RunTotals:
         self._errors: dict[tuple[Side, str], ErrorRow] = {}
         self._lock = threading.Lock()
         self._first_seen: list[Callable[[ErrorRow], None]] = []
+        self._regression_of: Callable[[str], str | None] = lambda signature: None
+
+    def judge_regressions(self, regression_of: Callable[[str], str | None]) -> None:
+        """``regression_of(signature)``: the release that had fixed it for what is under test, or None."""
+        with self._lock:
+            self._regression_of = regression_of
+            for row in self._errors.values():
+                row.regression_fixed_in = regression_of(row.signature)
 
     def on_first_seen(self, callback: Callable[[ErrorRow], None]) -> None:
         """``callback(row)`` once per signature, the first time it is counted (outside the lock)."""
@@ -50,13 +59,15 @@ class RunTotals:
         key = (side, signature)
         if key in self._errors:
             return self._errors[key], False
-        self._errors[key] = ErrorRow(side, signature, 0, "", reference or catalog.reference(signature))
+        self._errors[key] = ErrorRow(
+            side, signature, 0, "", reference or catalog.reference(signature), self._regression_of(signature)
+        )
         return self._errors[key], True
 
     def _announce(self, rows: list[ErrorRow]) -> None:
         for row in rows:
             for callback in self._first_seen:
-                callback(ErrorRow(row.side, row.signature, row.count, row.example, row.reference))
+                callback(dataclasses.replace(row))
 
     def reset(self) -> None:
         """Starts the counts over (Locust's Reset Stats), so they keep matching Locust's request count."""
@@ -71,5 +82,5 @@ class RunTotals:
     def error_rows(self) -> list[ErrorRow]:
         """Server side first, then by count: the order every table shows."""
         with self._lock:
-            rows = [ErrorRow(r.side, r.signature, r.count, r.example, r.reference) for r in self._errors.values()]
+            rows = [dataclasses.replace(row) for row in self._errors.values()]
         return sorted(rows, key=lambda r: (r.side != "server", -r.count, r.signature))

@@ -46,6 +46,7 @@ TABLES = [
             {"key": "count", "title": "count"},
             {"key": "example", "title": "example"},
             {"key": "reference", "title": "reference"},
+            {"key": "regression", "title": "regression"},
         ],
     },
     {
@@ -85,6 +86,7 @@ def extended_stats(summary: RunSummary) -> list[dict[str, Any]]:
             "count": row.count,
             "example": row.example[:300],
             "reference": row.reference or "",
+            "regression": row.regression_line() or "",
         }
         for row in summary.errors
     ][:_MAX_ROWS]

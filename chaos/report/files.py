@@ -41,7 +41,10 @@ def markdown_report(summary: RunSummary) -> str:
     ]
     for row in summary.errors:
         example = (row.example or "").replace("|", "\\|")[:160]
-        lines.append(f"| {row.side} | `{row.signature}` | {row.count} | {example} | {row.reference or ''} |")
+        regression = f" **{row.regression_line()}**" if row.regression_fixed_in else ""
+        lines.append(
+            f"| {row.side} | `{row.signature}` | {row.count} | {example} | {row.reference or ''}{regression} |"
+        )
     if not summary.errors:
         lines.append("| | none | 0 | | |")
     lines += [

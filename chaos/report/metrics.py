@@ -55,6 +55,7 @@ class ChaosCollector(Collector):
             return
         run = [snapshot.release, snapshot.ws, snapshot.mode]
         yield _errors(run, snapshot.errors)
+        yield _regressions(run, snapshot.ws, snapshot.errors)
         yield _handshakes(run, snapshot.outcomes)
         sent = [record for record in snapshot.records if not record.dry_run]
         settled = [record for record in sent if record.settled]
@@ -113,7 +114,7 @@ def _errors(run: list[str], rows: Iterable[ErrorRow]) -> Metric:
     )
     counts: Counter[tuple[str, str]] = Counter()
     # A clean run shows zeros rather than no series at all.
-    for signature in (*(entry.signature for entry in catalog.CATALOG), *catalog.GENERIC_SERVER_SIGNATURES):
+    for signature in (*(entry.signature for entry in catalog.ERROR_ENTRIES), *catalog.GENERIC_SERVER_SIGNATURES):
         counts[("server", signature)] += 0
     for signature in catalog.CLIENT_SIGNATURES:
         counts[("client", signature)] += 0
@@ -121,6 +122,26 @@ def _errors(run: list[str], rows: Iterable[ErrorRow]) -> Metric:
         counts[(row.side, row.signature)] += row.count
     for (side, signature), count in sorted(counts.items()):
         family.add_metric([*run, side, signature], count)
+    return family
+
+
+def _regressions(run: list[str], ws: str, rows: Iterable[ErrorRow]) -> Metric:
+    """Catalogued failures seen in a release at or after the one that fixed them for this ws implementation."""
+    family = CounterMetricFamily(
+        "handshake_chaos_regressions",
+        "Handshake-time shutdown errors of a catalogued failure this release had already fixed, by signature.",
+        labels=[*RUN_LABELS, "signature"],
+    )
+    counts: Counter[str] = Counter()
+    # Zeros for every catalogued failure fixed for this ws implementation: "no regression" is a series.
+    for entry in catalog.ERROR_ENTRIES:
+        if entry.fixed_for(ws) is not None:
+            counts[entry.signature] += 0
+    for row in rows:
+        if row.regression_fixed_in is not None:
+            counts[row.signature] += row.count
+    for signature, count in sorted(counts.items()):
+        family.add_metric([*run, signature], count)
     return family
 
 

@@ -11,7 +11,7 @@ import html
 from collections.abc import Sequence
 from pathlib import Path
 
-from chaos.results import RunSummary, SignalRecord, TimelinePoint
+from chaos.results import ErrorRow, RunSummary, SignalRecord, TimelinePoint
 
 _WIDTH, _HEIGHT, _LEFT, _RIGHT, _TOP, _BOTTOM = 960, 220, 56, 16, 14, 28
 _PALETTE = ("#c0392b", "#8e44ad", "#d35400", "#16a085", "#2c3e50", "#b7950b", "#1f618d", "#6e2c00")
@@ -110,6 +110,11 @@ def timeline_svg(summary: RunSummary) -> str:
     return pending + errors + (f'<ul class="legend">{"".join(legend)}</ul>' if legend else "")
 
 
+def _regression(row: ErrorRow) -> str:
+    line = row.regression_line()
+    return f'<br><strong class="regression">{_e(line)}</strong>' if line else ""
+
+
 def _link(reference: str | None) -> str:
     if not reference:
         return ""
@@ -138,7 +143,7 @@ def soak_page(summary: RunSummary) -> str:
     errors = (
         "".join(
             f"<tr><td>{_e(r.side)}</td><td><code>{_e(r.signature)}</code></td><td class='n'>{r.count}</td>"
-            f"<td>{_e(r.example[:240])}</td><td>{_link(r.reference)}</td></tr>"
+            f"<td>{_e(r.example[:240])}</td><td>{_link(r.reference)}{_regression(r)}</td></tr>"
             for r in summary.errors
         )
         or "<tr><td colspan='5'>none</td></tr>"

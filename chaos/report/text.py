@@ -14,6 +14,9 @@ def error_table(errors: list[ErrorRow]) -> list[str]:
         lines.append(f"    {row.side:<7} {row.signature:<{width}} {row.count:>6}  {(row.example or '')[:100]}")
         if row.reference:
             lines.append(f"    {'':<7} {'':<{width}} {'':>6}  see {row.reference}")
+        regression = row.regression_line()
+        if regression:
+            lines.append(f"    {'':<7} {'':<{width}} {'':>6}  REGRESSION: {regression}")
     return lines
 
 

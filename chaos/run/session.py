@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 import psutil
 from prometheus_client import CollectorRegistry
 
-from chaos import __version__
+from chaos import __version__, catalog
 from chaos.detect.logfollow import FileTail
 from chaos.detect.server import EXIT_SEVERITY, ServerDetector
 from chaos.detect.totals import RunTotals
@@ -122,6 +122,8 @@ class ChaosSession:
                 self.versions = _versions_of(self.master)
             error_log = Path(self.options.server_log) if self.options.server_log else None
         self.release = self.options.release or str(self.versions.get("uvicorn") or "unknown")
+        uvicorn, ws = self.versions.get("uvicorn"), self.options.ws
+        self.totals.judge_regressions(lambda signature: catalog.regression_of(signature, ws, uvicorn))
         self._labelled = True
         self._serve_metrics()
         if error_log is not None:
@@ -355,6 +357,7 @@ class ChaosSession:
             timeline=list(self.timeline),
             stop_reason=stop_reason,
             master_events=self.detector.master_events() if self.detector else {},
+            noise=self.detector.noise() if self.detector else {},
         )
 
     def write_report(self, summary: RunSummary) -> None:
@@ -372,8 +375,16 @@ FIRST_SEEN = "handshake-chaos: first"  # how the console line starts (soak echoe
 def _announce_first(row: ErrorRow) -> None:
     """One console line the first time a signature is seen: what, how many so far, the example, the reference."""
     see = f" (see {row.reference})" if row.reference else ""
+    regression = row.regression_line()
     log.warning(
-        "%s %s-side %s, %d so far: %s%s", FIRST_SEEN, row.side, row.signature, row.count, row.example[:200], see
+        "%s %s-side %s, %d so far: %s%s%s",
+        FIRST_SEEN,
+        row.side,
+        row.signature,
+        row.count,
+        row.example[:200],
+        see,
+        f" -- REGRESSION: {regression}" if regression else "",
     )
 
 

@@ -117,10 +117,11 @@ def test_soak_bad_input(tmp_path, release_cache, args, code, message):
     assert len(errors) == 1 and message in errors[0], done.stderr
 
 
-def test_matrix_over_two_releases_agrees_with_its_soaks(tmp_path, release_cache):
+def test_matrix_over_two_releases_and_two_modes_agrees_with_its_soaks(tmp_path, release_cache):
     report = tmp_path / "matrix"
     done = _run(
         ["matrix", "--uvicorn", "0.19.0", "0.20.0", "--ws", "wsproto", "websockets-sansio", "--duration", "8s"]
+        + ["--mode", "worker-term", "master-term"]
         + ["--users", "25", *FAST, "--report-dir", str(report), "--cache-dir", str(release_cache)],
         tmp_path,
         timeout=400,
@@ -131,15 +132,25 @@ def test_matrix_over_two_releases_agrees_with_its_soaks(tmp_path, release_cache)
     result = json.loads((report / "matrix.json").read_text())
     ran = [cell for cell in result["cells"] if cell["status"] == "ran"]
     skipped = [cell for cell in result["cells"] if cell["status"] == "skipped"]
-    assert [(c["release"], c["ws"]) for c in ran] == [("0.19.0", "wsproto"), ("0.20.0", "wsproto")]
-    assert len(skipped) == 2 and all("websockets-sansio" in c["reason"] for c in skipped)
+    assert [(c["release"], c["ws"], c["mode"]) for c in ran] == [
+        ("0.19.0", "wsproto", "worker-term"),
+        ("0.19.0", "wsproto", "master-term"),
+        ("0.20.0", "wsproto", "worker-term"),
+        ("0.20.0", "wsproto", "master-term"),
+    ]
+    assert len(skipped) == 4 and all("websockets-sansio" in c["reason"] for c in skipped)
     markdown = (report / "matrix.md").read_text()
     for cell in ran:
-        summary = read_summary(report / f"{cell['release']}-{cell['ws']}" / "summary.json")
-        assert cell["verdict"] == summary["gate"]["verdict"]
+        suffix = "" if cell["mode"] == "worker-term" else f"-{cell['mode']}"
+        summary = read_summary(report / f"{cell['release']}-{cell['ws']}{suffix}" / "summary.json")
+        assert (cell["verdict"], cell["mode"]) == (summary["gate"]["verdict"], summary["mode"])
         assert cell["errors"] == {f"{r['side']}:{r['signature']}": r["count"] for r in summary["errors"]}
+        assert cell["stop_reason"] == summary["stop_reason"]
         for signature, count in _signatures(summary).items():
             assert f"{signature} {count}" in markdown
+    # --until-verdict is on in a matrix: the failing release's cells stop once their fail has settled.
+    assert all(c["stop_reason"].startswith("verdict settled: fail") for c in ran if c["release"] == "0.19.0")
+    assert "| master-term |" in markdown
     assert "<table>" in (report / "matrix.html").read_text()
     assert "0.19.0" in done.stdout and "skipped" in done.stdout
 
@@ -158,6 +169,27 @@ def test_expected_failures_and_baselines():
     cells = [_cell("0.19.0", "wsproto", "fail", {"server:a": 3}), _cell("rc", "wsproto", "fail", {"client:b": 1})]
     judge_expectations(cells, expect_fail=(), baseline_release="0.19.0")
     assert matrix_exit_code(cells) == 1 and cells[1].new_signatures == ["client:b"]
+
+
+def test_expectations_and_baselines_follow_the_mode():
+    def cell(release: str, mode: str, errors: dict[str, int]) -> MatrixCell:
+        found = _cell(release, "wsproto", "fail" if errors else "pass", errors)
+        found.mode = mode  # type: ignore[assignment]
+        return found
+
+    # The baseline failed under worker-term only: the same signature under master-term is new.
+    cells = [
+        cell("0.19.0", "worker-term", {"server:a": 3}),
+        cell("0.19.0", "master-term", {}),
+        cell("rc", "worker-term", {"server:a": 1}),
+        cell("rc", "master-term", {"server:a": 1}),
+    ]
+    judge_expectations(cells, expect_fail=(), baseline_release="0.19.0")
+    assert [c.new_signatures for c in cells[2:]] == [[], ["server:a"]] and matrix_exit_code(cells) == 1
+    judge_expectations(cells, expect_fail=("rc:wsproto:master-term",), baseline_release="0.19.0")
+    assert matrix_exit_code(cells) == 0
+    judge_expectations(cells, expect_fail=("rc:wsproto:worker-term",), baseline_release=None)
+    assert matrix_exit_code(cells) == 1
 
 
 def test_ctrl_c_stops_the_soak_and_keeps_the_report(tmp_path):
