@@ -25,7 +25,7 @@ _GUARDED = """        if self.handshake_complete:
         else:
             self.send_500_response()
 """
-_UNGUARDED = """        # handshake-chaos: PR #1737's guard undone (the close frame goes out whatever the handshake state).
+_UNGUARDED = """        # handshake-chaos: PR #1737's guard undone (close frame sent whatever the handshake state).
         self.queue.put_nowait({"type": "websocket.disconnect", "code": 1012})
         output = self.conn.send(wsproto.events.CloseConnection(code=1012))
         self.transport.write(output)
