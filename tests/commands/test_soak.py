@@ -332,3 +332,24 @@ def test_the_newest_uvicorn_with_wsproto_passes_through_the_master(tmp_path, mod
     strong = [r for r in summary["signals"]["records"] if r["pending"] >= 5]
     assert len(strong) >= 3 and summary["stop_reason"].startswith("verdict settled: pass")
     assert_gone(summary["target"]["pids"])
+
+
+def test_a_fix_undone_in_the_newest_source_tree_is_reported_as_a_regression(tmp_path, release_cache):
+    """A maintainer's tree of the newest release with #1737's guard undone: #596 is back, and said so."""
+    from tests.patched_release import patched_tree
+
+    tree = patched_tree(tmp_path / "src")
+    report = tmp_path / "report"
+    done = _run(
+        ["soak", "--uvicorn", str(tree), "--ws", "wsproto", "--duration", "30s", "--users", "30", *FAST]
+        + ["--until-verdict", "--report-dir", str(report), "--cache-dir", str(release_cache)],
+        tmp_path,
+    )
+    assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
+    summary = read_summary(report / "summary.json")
+    [row] = [r for r in summary["errors"] if r["signature"] == "uvicorn_596_wsproto_close_during_handshake"]
+    assert row["regression_fixed_in"] == "0.20.0" and row["count"] > 0
+    line = "regression of https://github.com/encode/uvicorn/issues/596 (fixed by PR #1737), fixed in 0.20.0"
+    assert line in done.stderr  # the console, the first time it is seen
+    assert line in done.stdout  # the summary printed at the end
+    assert line in (report / "report.md").read_text() and line in (report / "report.html").read_text()

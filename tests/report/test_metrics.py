@@ -56,6 +56,22 @@ def test_a_clean_registry_shows_zeros_not_nothing():
     assert registry.get_sample_value("handshake_chaos_handshakes_total", {**labels, "outcome": "accepted"}) == 0.0
 
 
+def test_regressions_are_counted_by_signature_with_zeros_for_every_fixed_failure():
+    regressed = ErrorRow("server", "uvicorn_596_wsproto_close_during_handshake", 7, "...", None, "0.20.0")
+    unfixed = ErrorRow("server", "uvicorn_811_wsproto_rejection_in_wrong_state", 2, "...")
+    registry = CollectorRegistry()
+    registry.register(ChaosCollector(lambda: _snapshot(errors=[regressed, unfixed])))
+    labels = {"release": "0.20.0", "ws": "wsproto", "mode": "worker-term"}
+
+    def regressions(signature: str) -> float | None:
+        return registry.get_sample_value("handshake_chaos_regressions_total", {**labels, "signature": signature})
+
+    assert regressions("uvicorn_596_wsproto_close_during_handshake") == 7.0
+    assert regressions("uvicorn_accept_after_shutdown_rejection") == 0.0  # fixed for wsproto: a zero series
+    assert regressions("uvicorn_811_wsproto_rejection_in_wrong_state") is None  # never fixed: never a regression
+    assert regressions("uvicorn_1344_websockets_handshake_closed_on_shutdown") is None  # another implementation's
+
+
 def test_scrapes_compute_from_the_live_totals():
     records = [
         SignalRecord(1, 0.0, 101, "worker", "TERM", 7, False, replacement_seconds=0.4, exit_kind="crash", settled=True),
