@@ -1,6 +1,6 @@
 """The same matrix with and without ``--until-verdict``: wall time, and whether every verdict agrees.
 
-    .venv/bin/python benchmarks/until_verdict.py [--duration 30s] [--users 30] [--mode worker-term ...]
+    .venv/bin/python benchmarks/until_verdict.py [--duration 30s] [--users 100] [--mode worker-term ...]
 
 Runs ``handshake-chaos matrix`` twice over uvicorn 0.19.0, 0.20.0 and the newest release x
 wsproto, websockets and websockets-sansio (a release without an implementation skips that cell,
@@ -39,7 +39,7 @@ def _matrix(
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", default="30s")
-    parser.add_argument("--users", type=int, default=30)
+    parser.add_argument("--users", type=int, default=100)  # the matrix's own default
     parser.add_argument("--mode", nargs="+", default=["worker-term"])
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="until-verdict-") as scratch:

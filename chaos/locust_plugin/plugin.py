@@ -250,8 +250,12 @@ def _on_quitting(environment: Any, **_kwargs: Any) -> None:
         stop_reason = _PART.stop_reason
     elif interrupted_by is not None:
         stop_reason = f"interrupted by {interrupted_by.name}"
+    elif getattr(environment.parsed_options, "headless", False) and getattr(
+        environment.parsed_options, "run_time", None
+    ):
+        stop_reason = "its run time ran out (-t, soak's --duration)"
     else:
-        stop_reason = "the run's end (--run-time, or stopped from the web UI)"
+        stop_reason = "stopped (the web UI, or the end of its test)"
     summary = session.summary(interrupted_by, stop_reason)
     session.write_report(summary)
     print(format_summary(summary), flush=True)

@@ -1,0 +1,71 @@
+"""Records the gunicorn error log of one worker TERMed while it holds pending handshakes.
+
+    python -m tests.record_log OUT.log --uvicorn 0.52.0 --ws wsproto [--handshakes 10] [--hold 2]
+
+How every ``tests/data/*.log`` is made (its README lists them): the release's environment is
+built as ``soak`` builds it (dependencies as of its publication; cached), a gunicorn master with
+two uvicorn workers serves the probe app, ``--handshakes`` clients hold handshakes pending on it
+(the probe keeps each ``--hold`` seconds before it accepts), the oldest worker is sent TERM once
+they are all pending, and once its replacement serves the error log is copied to OUT.log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from chaos.load.client import hold_handshake
+from chaos.load.ledger import HandshakeLedger
+from chaos.run.controller import ControllerConfig, RollingTermController
+from chaos.target.environments import ReleaseSpec, build_environment
+from chaos.target.launcher import Target, TargetConfig
+from chaos.target.processes import worker_peers
+
+
+def record(out: Path, uvicorn: str, ws: str, handshakes: int, hold: float, cache: Path | None) -> None:
+    spec = ReleaseSpec(uvicorn=uvicorn, ws_library="wsproto" if ws == "wsproto" else "websockets")
+    environment = build_environment(spec, cache)
+    with tempfile.TemporaryDirectory(prefix="record-log-") as run_dir:
+        config = TargetConfig(python=environment.python, ws=ws, workers=2, graceful_timeout=5, run_dir=Path(run_dir))
+        with Target(config) as target:
+            ledger = HandshakeLedger()
+            url = f"{target.url}/ws/probe?hold={hold:g}&keep=1"
+            clients = [
+                threading.Thread(target=hold_handshake, args=(url,), kwargs={"ledger": ledger, "keep_open": 0.5})
+                for _ in range(handshakes)
+            ]
+            for client in clients:
+                client.start()
+            deadline = time.monotonic() + 10
+            while len(ledger) < handshakes and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert target.master is not None
+            oldest = target.master.workers()[0].pid
+            held, _ = ledger.mark(0, worker_peers(oldest, target.port), time.time(), commit=False)
+            controller = RollingTermController(target.master, ControllerConfig(interval=0, jitter=0, max_signals=1))
+            controller.run(threading.Event())
+            for client in clients:
+                client.join(timeout=hold + 30)
+            time.sleep(0.5)  # the master's last lines about the exit
+            shutil.copyfile(target.error_log, out)
+    print(f"{out}: uvicorn {uvicorn} {ws}, worker {oldest} TERMed holding {held} of {handshakes} pending handshakes")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--uvicorn", required=True)
+    parser.add_argument("--ws", default="wsproto")
+    parser.add_argument("--handshakes", type=int, default=10)
+    parser.add_argument("--hold", type=float, default=2.0)
+    parser.add_argument("--cache-dir", type=Path)
+    args = parser.parse_args()
+    record(args.out, args.uvicorn, args.ws, args.handshakes, args.hold, args.cache_dir)
+
+
+if __name__ == "__main__":
+    main()
