@@ -44,6 +44,24 @@ WORKER_CLASS = "handshake_chaos_worker.ChaosUvicornWorker"
 WS_IMPLEMENTATIONS = ("auto", "wsproto", "websockets", "websockets-sansio")
 WORKER_BASES = ("auto", "uvicorn_worker", "uvicorn.workers")
 _CONTROL_SOCKET_FROM = Version("25.1")
+# uvicorn-worker 0.3.0 cannot run uvicorn 0.36.0 or later; 0.4.0 can (both published 2025-09-20, the
+# worker nine hours after uvicorn, so resolving 0.36.0 as of its own publication picks 0.3.0).
+_NEW_WORKER_API_FROM = Version("0.36.0")
+_UVICORN_WORKER_FOR_NEW_API = Version("0.4.0")
+
+
+def paired_worker_base(uvicorn: str | None, uvicorn_worker: str | None) -> str:
+    """Where the worker class comes from: the uvicorn-worker package when it is installed and can run
+    this uvicorn, else the ``uvicorn.workers`` module uvicorn itself still ships."""
+    if not uvicorn_worker:
+        return "uvicorn.workers"
+    try:
+        too_old = (
+            Version(str(uvicorn)) >= _NEW_WORKER_API_FROM and Version(uvicorn_worker) < _UVICORN_WORKER_FOR_NEW_API
+        )
+    except InvalidVersion:
+        return "uvicorn_worker"
+    return "uvicorn.workers" if too_old else "uvicorn_worker"
 
 
 @dataclass(frozen=True)
@@ -237,7 +255,7 @@ class Target:
     def worker_base(self) -> str:
         if self.config.worker_base != "auto":
             return self.config.worker_base
-        return "uvicorn_worker" if self.versions.get("uvicorn_worker") else "uvicorn.workers"
+        return paired_worker_base(self.versions.get("uvicorn"), self.versions.get("uvicorn_worker"))
 
     def start(self) -> Target:
         config = self.config

@@ -124,3 +124,17 @@ def test_a_local_wheel_is_a_release_candidate(tmp_path, release_cache):
     assert env.installed()["gunicorn"] == "20.1.0"  # dependencies as of --as-of
     assert build_environment(ReleaseSpec(str(wheel), as_of="2022-11-21"), release_cache).reused
     assert find_uv_bin()
+
+
+def test_0_36_0_resolves_an_uvicorn_worker_that_cannot_run_it_and_still_boots(release_cache, tmp_path):
+    """uvicorn-worker 0.4.0 came nine hours after uvicorn 0.36.0: as of 0.36.0's day, 0.3.0 is picked,
+    and the launcher pairs the release with uvicorn.workers instead (docs/releases.md)."""
+    from chaos.load.client import ACCEPTED, hold_handshake
+    from chaos.target.launcher import Target, TargetConfig
+
+    environment = build_environment(ReleaseSpec(uvicorn="0.36.0"), release_cache)
+    config = TargetConfig(python=environment.python, workers=1, run_dir=tmp_path / "run")
+    with Target(config) as target:
+        assert target.versions["uvicorn_worker"] == "0.3.0"
+        assert target.worker_base() == "uvicorn.workers"
+        assert hold_handshake(f"{target.url}/ws/probe?hold=0&keep=0", keep_open=0.0).outcome == ACCEPTED

@@ -88,3 +88,21 @@ def test_the_control_socket_stays_in_the_run_dir(start_target):
         wait_until((target.run_dir / "gunicorn.ctl").is_socket, 10, "the control socket in the run dir")
     else:  # older gunicorn has no control socket, and no flag for it
         assert "--control-socket" not in command
+
+
+@pytest.mark.parametrize(
+    ("uvicorn", "uvicorn_worker", "base"),
+    [
+        ("0.29.0", None, "uvicorn.workers"),  # before the package existed for it
+        ("0.30.0", "0.2.0", "uvicorn_worker"),
+        ("0.35.0", "0.3.0", "uvicorn_worker"),
+        ("0.36.0", "0.3.0", "uvicorn.workers"),  # what resolving 0.36.0 as of its day picks: cannot run it
+        ("0.36.0", "0.4.0", "uvicorn_worker"),
+        ("0.54.0", "0.4.0", "uvicorn_worker"),
+        ("0.55.0.dev0", "0.3.0", "uvicorn.workers"),
+    ],
+)
+def test_the_worker_class_pairing_rule(uvicorn, uvicorn_worker, base):
+    from chaos.target.launcher import paired_worker_base
+
+    assert paired_worker_base(uvicorn, uvicorn_worker) == base
