@@ -333,6 +333,9 @@ class RunSummary(JsonRecord):
     outcomes: dict[str, int]
     worker_exits: dict[str, int] = field(default_factory=dict)
     unattributed_server_errors: int = 0
+    # Errors logged without a pid while several workers were shutting down at once: attributed to
+    # the latest, which may be wrong (exact while one worker shuts down at a time).
+    ambiguous_server_errors: int = 0
     target: TargetSummary = field(default_factory=TargetSummary)
     metrics_url: str | None = None
     metrics_totals: dict[str, float] = field(default_factory=dict)

@@ -1,12 +1,16 @@
 """Records the gunicorn error log of one worker TERMed while it holds pending handshakes.
 
     python -m tests.record_log OUT.log --uvicorn 0.52.0 --ws wsproto [--handshakes 10] [--hold 2]
+        [--with python-json-logger --log-config-json tests/data/log-configs/json.json]
 
 How every ``tests/data/*.log`` is made (its README lists them): the release's environment is
 built as ``soak`` builds it (dependencies as of its publication; cached), a gunicorn master with
 two uvicorn workers serves the probe app, ``--handshakes`` clients hold handshakes pending on it
 (the probe keeps each ``--hold`` seconds before it accepts), the oldest worker is sent TERM once
 they are all pending, and once its replacement serves the error log is copied to OUT.log.
+With ``--log-config-json`` the deployment logs through that logging config (gunicorn's own
+flag; its handler's ``ERROR_LOG`` file name is replaced by the run's error log), as production
+deployments that log JSON or drop gunicorn's ``[pid]`` do; ``--with`` installs what it needs.
 """
 
 from __future__ import annotations
@@ -26,11 +30,35 @@ from chaos.target.launcher import Target, TargetConfig
 from chaos.target.processes import worker_peers
 
 
-def record(out: Path, uvicorn: str, ws: str, handshakes: int, hold: float, cache: Path | None) -> None:
-    spec = ReleaseSpec(uvicorn=uvicorn, ws_library="wsproto" if ws == "wsproto" else "websockets")
+def record(
+    out: Path,
+    uvicorn: str,
+    ws: str,
+    handshakes: int,
+    hold: float,
+    cache: Path | None,
+    with_packages: tuple[str, ...] = (),
+    log_config: Path | None = None,
+) -> None:
+    library = "wsproto" if ws == "wsproto" else "websockets"
+    spec = ReleaseSpec(uvicorn=uvicorn, ws_library=library, with_packages=with_packages)
     environment = build_environment(spec, cache)
-    with tempfile.TemporaryDirectory(prefix="record-log-") as run_dir:
-        config = TargetConfig(python=environment.python, ws=ws, workers=2, graceful_timeout=5, run_dir=Path(run_dir))
+    with tempfile.TemporaryDirectory(prefix="record-log-") as scratch:
+        run_dir = Path(scratch)
+        error_log = run_dir / "gunicorn-error.log"
+        log_config_json = None
+        if log_config is not None:
+            configured = run_dir / "log-config.json"
+            configured.write_text(log_config.read_text().replace("ERROR_LOG", str(error_log)))
+            log_config_json = str(configured)
+        config = TargetConfig(
+            python=environment.python,
+            ws=ws,
+            workers=2,
+            graceful_timeout=5,
+            run_dir=run_dir,
+            log_config_json=log_config_json,
+        )
         with Target(config) as target:
             ledger = HandshakeLedger()
             url = f"{target.url}/ws/probe?hold={hold:g}&keep=1"
@@ -51,7 +79,7 @@ def record(out: Path, uvicorn: str, ws: str, handshakes: int, hold: float, cache
             for client in clients:
                 client.join(timeout=hold + 30)
             time.sleep(0.5)  # the master's last lines about the exit
-            shutil.copyfile(target.error_log, out)
+            shutil.copyfile(error_log, out)
     print(f"{out}: uvicorn {uvicorn} {ws}, worker {oldest} TERMed holding {held} of {handshakes} pending handshakes")
 
 
@@ -63,8 +91,19 @@ def main() -> None:
     parser.add_argument("--handshakes", type=int, default=10)
     parser.add_argument("--hold", type=float, default=2.0)
     parser.add_argument("--cache-dir", type=Path)
+    parser.add_argument("--with", dest="with_packages", action="append", default=[])
+    parser.add_argument("--log-config-json", type=Path)
     args = parser.parse_args()
-    record(args.out, args.uvicorn, args.ws, args.handshakes, args.hold, args.cache_dir)
+    record(
+        args.out,
+        args.uvicorn,
+        args.ws,
+        args.handshakes,
+        args.hold,
+        args.cache_dir,
+        tuple(args.with_packages),
+        args.log_config_json,
+    )
 
 
 if __name__ == "__main__":

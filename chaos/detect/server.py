@@ -116,6 +116,8 @@ class ServerDetector:
         self._master_events: Counter[str] = Counter()
         self._noise: Counter[str] = Counter()
         self.unattributed_errors = 0
+        # Records without a pid attributed while several workers were shutting down at once.
+        self.ambiguous_errors = 0
         self._lock = threading.Lock()
 
     def open_window(self, pid: int, position: Position | None = None) -> None:
@@ -149,13 +151,16 @@ class ServerDetector:
         if pid is not None and record.message.strip() == "Shutting down":
             self._windows.setdefault(pid, (record.generation, record.offset))
         if not record.is_error:
-            if pid is not None and _WORKER_EXITING.search(record.message):
-                self._exit(pid, "clean")
+            exiting = _WORKER_EXITING.search(record.message)
+            if exiting:
+                self._exit(int(exiting.group(1)), "clean")
             return
         noise = self.classifier.noise(record)
         if noise is not None:
             self._noise[noise] += 1
             return
+        if pid is None:
+            pid = self._attribute(record)
         window = self._windows.get(pid) if pid is not None else None
         if window is None or (record.generation, record.offset) < window:
             self.unattributed_errors += 1
@@ -164,6 +169,20 @@ class ServerDetector:
             if signature == catalog.WORKER_CRASH:
                 self._exit(pid, "crash")  # type: ignore[arg-type]
             self.on_error(DetectedError("server", signature, example, reference, pid))
+
+    def _attribute(self, record: LogRecord) -> int | None:
+        """A record without a pid belongs to the worker shutting down when it was written: exact while
+        one worker shuts down at a time; with several, the one whose shutdown began last (counted as
+        ambiguous, and the summary says so)."""
+        at = (record.generation, record.offset)
+        shutting_down = [
+            (window, pid) for pid, window in self._windows.items() if window <= at and pid not in self._exit_kinds
+        ]
+        if not shutting_down:
+            return None
+        if len(shutting_down) > 1:
+            self.ambiguous_errors += 1
+        return max(shutting_down)[1]
 
     def _master_event(self, record: LogRecord) -> bool:
         message = record.message.strip()

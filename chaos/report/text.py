@@ -49,6 +49,11 @@ def format_summary(summary: RunSummary) -> str:
         lines.append("    (no handshake attempted)")
     lines.append("  handshake-time shutdown errors:")
     lines.extend(error_table(summary.errors))
+    if summary.ambiguous_server_errors:
+        lines.append(
+            f"  {summary.ambiguous_server_errors} server errors were logged without a pid while several workers "
+            "shut down at once: each was attributed to the latest (ambiguous)"
+        )
     if summary.stop_reason:
         lines.append(f"  stopped: {summary.stop_reason}")
     gate = summary.gate

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from chaos.detect.logfollow import GUNICORN_FORMAT, JsonFormat, LineFormat, PlainFormat
 from chaos.errors import UsageError
 from chaos.load.client import LoadProfile
 from chaos.optionmodel import RUN, check_all, option
@@ -21,6 +22,7 @@ from chaos.run.gate import EvidencePolicy, GatePolicy
 from chaos.target.launcher import PROBE_WS_PATH, WS_IMPLEMENTATIONS, TargetConfig
 
 _CONTROLLED = RUN | {"controller"}
+LOG_FORMATS = ("gunicorn", "json", "plain")
 _LOCUST_AND_CONTROLLER = frozenset({"locust", "controller"})
 
 
@@ -167,9 +169,34 @@ class ChaosOptions:
     server_log: str | None = option(
         None,
         "--server-log",
-        "error log of the --host deployment, for server-side detection",
+        "error log of the --host deployment (or of the embedded one's --log-config-json), for server-side detection",
         scope="process",
-        entry_points=_LOCUST_AND_CONTROLLER,
+        entry_points=_CONTROLLED,
+    )
+    log_format: str = option(
+        "gunicorn",
+        "--log-format",
+        "how the server log is written: gunicorn's text, one JSON object per line, or plain text without [pid]",
+        scope="process",
+        entry_points=_CONTROLLED,
+        choices=LOG_FORMATS,
+        what="log format",
+    )
+    log_json_keys: str = option(
+        "",
+        "--log-json-keys",
+        "--log-format json: PART=FIELD,... naming the message, pid, level and exception fields "
+        "(default: message|msg|event, process|pid, levelname|level|severity, exc_info|exception|exc_text)",
+        scope="process",
+        entry_points=_CONTROLLED,
+    )
+    log_config_json: str | None = option(
+        None,
+        "--log-config-json",
+        "the embedded deployment logs through this logging config (gunicorn's --log-config-json); "
+        "give --server-log (where it writes) and --log-format",
+        scope="process",
+        entry_points=RUN,
     )
     # -- labels, metrics, the gate ------------------------------------------------------------
     release: str | None = option(
@@ -242,6 +269,18 @@ class ChaosOptions:
                 f"--mode {self.mode} restarts the deployment's master, which only the embedded deployment "
                 "(no --host) can be"
             )
+        if self.log_config_json is not None:
+            if host:
+                raise UsageError("--log-config-json configures the embedded deployment; with --host it logs as it does")
+            if not Path(self.log_config_json).is_file():
+                raise UsageError(f"--log-config-json: no such file {self.log_config_json}")
+            if self.server_log is None:
+                raise UsageError("--log-config-json: give --server-log, the file its handler writes")
+        elif self.server_log is not None and not host:
+            raise UsageError(
+                "--server-log names an external deployment's log (or the embedded one's --log-config-json)"
+            )
+        self.line_format()
         if self.tls and host:
             raise UsageError("--tls makes the embedded deployment serve wss://; with --host, give a wss:// URL instead")
         if self.app_dir is not None and not Path(self.app_dir).is_dir():
@@ -253,6 +292,16 @@ class ChaosOptions:
 
     def gate_policy(self) -> GatePolicy:
         return GatePolicy.parse(item for item in self.allow.split(",") if item.strip())
+
+    def line_format(self) -> LineFormat:
+        if self.log_format == "json":
+            try:
+                return JsonFormat.parse_keys(self.log_json_keys)
+            except ValueError as exc:
+                raise UsageError(f"--log-json-keys: {exc}") from None
+        if self.log_json_keys:
+            raise UsageError("--log-json-keys applies to --log-format json")
+        return PlainFormat() if self.log_format == "plain" else GUNICORN_FORMAT
 
     def evidence_policy(self) -> EvidencePolicy:
         return EvidencePolicy(self.evidence_signals, self.evidence_pending)
@@ -285,6 +334,8 @@ class ChaosOptions:
             kwargs["app_path"] = (str(Path(self.app_dir).resolve()),)
         if self.run_dir:
             kwargs["run_dir"] = Path(self.run_dir)
+        if self.log_config_json:
+            kwargs["log_config_json"] = str(Path(self.log_config_json).resolve())
         return TargetConfig(**kwargs)
 
     def load_profile(self) -> LoadProfile:

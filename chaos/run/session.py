@@ -107,7 +107,8 @@ class ChaosSession:
             self.listen_port = self.target.port
             self.host = self.target.url
             self.versions = dict(self.target.versions)
-            error_log: Path | None = self.target.error_log
+            # A deployment logging through its own config writes where that config says (--server-log).
+            error_log: Path | None = Path(self.options.server_log) if self.options.server_log else self.target.error_log
             if self.target.ca_file is not None and self.options.ca_file is None:
                 # The users trust the deployment's throwaway CA, and only that.
                 self.options = dataclasses.replace(self.options, ca_file=str(self.target.ca_file))
@@ -127,7 +128,8 @@ class ChaosSession:
         self._labelled = True
         self._serve_metrics()
         if error_log is not None:
-            self.detector = ServerDetector(FileTail(error_log, from_start=self.embedded), self.totals.add_server)
+            tail = FileTail(error_log, from_start=self.embedded, line_format=self.options.line_format())
+            self.detector = ServerDetector(tail, self.totals.add_server)
         self._spawn(self._background_loop, "handshake-chaos-detector")
         return self.host
 
@@ -339,6 +341,7 @@ class ChaosSession:
             outcomes=self.totals.outcomes(),
             worker_exits=dict(sorted(exits.items())),
             unattributed_server_errors=self.detector.unattributed_errors if self.detector else 0,
+            ambiguous_server_errors=self.detector.ambiguous_errors if self.detector else 0,
             target=TargetSummary(
                 url=self.host,
                 embedded=self.embedded,

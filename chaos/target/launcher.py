@@ -83,6 +83,8 @@ class TargetConfig:
     tls: bool = False
     # gunicorn masters sharing the listening socket (replicas behind one service).
     replicas: int = 1
+    # A logging config the deployment logs through (gunicorn's --log-config-json), as production ones do.
+    log_config_json: str | None = None
 
     def validate(self) -> None:
         try:
@@ -313,6 +315,7 @@ class Target:
             "--chdir", os.getcwd(),
             *self._tls,
             *self._control_socket_arguments(generation),
+            *(["--log-config-json", config.log_config_json] if config.log_config_json else []),
         ]  # fmt: skip
 
     def _environment(self) -> dict[str, str]:

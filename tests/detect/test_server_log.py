@@ -280,3 +280,55 @@ def test_noise_is_recognised_and_never_counted(tmp_path):
     assert dict(found) == {"uvicorn_graceful_shutdown_cancelled_tasks": 1}
     assert detector.noise() == {"noise_asgi_returned_without_completing_handshake": 1}
     assert detector.unattributed_errors == 0
+
+
+def _detect_with(path: Path, line_format) -> tuple[Counter[str], ServerDetector]:  # type: ignore[no-untyped-def]
+    found: Counter[str] = Counter()
+    detector = ServerDetector(FileTail(path, line_format=line_format), lambda error: found.update([error.signature]))
+    return found, detector
+
+
+def test_json_records_with_their_own_field_names(tmp_path):
+    import json
+
+    from chaos.detect.logfollow import JsonFormat
+
+    log = tmp_path / "structlog.log"
+    lines = [
+        {"event": "Shutting down", "proc": 7, "level": "info"},
+        {
+            "event": "Exception in ASGI application",
+            "proc": 7,
+            "level": "error",
+            "exception": "Traceback (most "
+            'recent call last):\n  File "x.py", line 1\nwsproto.utilities.LocalProtocolError: Event CloseConnection'
+            "(code=1012, reason=None) cannot be sent during the handshake",
+        },
+        {"event": "not json-shaped noise follows", "proc": 8, "level": "info"},
+    ]
+    log.write_text("\n".join(json.dumps(line) for line in lines) + "\n[1, 2]\nplain text\n")
+    found, detector = _detect_with(log, JsonFormat.parse_keys("pid=proc"))
+    detector.drain()
+    assert dict(found) == {"uvicorn_596_wsproto_close_during_handshake": 1}
+    assert detector.unattributed_errors == 0
+
+
+def test_records_without_a_pid_go_to_the_worker_shutting_down_and_ambiguity_is_counted(tmp_path):
+    from chaos.detect.logfollow import PlainFormat
+
+    log = tmp_path / "plain.log"
+    error = '2026-11-24 10:00:0{0} [ERROR] uvicorn.error: Exception in ASGI application\nTraceback (most recent call last):\n  File "x"\nValueError: boom {0}\n'
+    log.write_text("2026-11-24 10:00:00 [INFO] gunicorn.error: Booting worker with pid: 11\n")
+    found, detector = _detect_with(log, PlainFormat())
+    detector.drain()
+    detector.open_window(11)  # one worker shutting down: exact
+    with log.open("a") as handle:
+        handle.write(error.format(1))
+    detector.drain()
+    detector.open_window(12)  # two at once: the latest, and counted as ambiguous
+    with log.open("a") as handle:
+        handle.write(error.format(2) + "2026-11-24 10:00:03 [INFO] gunicorn.error: Worker exiting (pid: 11)\n")
+    detector.drain()
+    assert found["shutdown_exception_value_error"] == 2
+    assert detector.ambiguous_errors == 1 and detector.unattributed_errors == 0
+    assert detector.exit_kind(11) == "clean"
