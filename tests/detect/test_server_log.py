@@ -317,7 +317,10 @@ def test_records_without_a_pid_go_to_the_worker_shutting_down_and_ambiguity_is_c
     from chaos.detect.logfollow import PlainFormat
 
     log = tmp_path / "plain.log"
-    error = '2026-11-24 10:00:0{0} [ERROR] uvicorn.error: Exception in ASGI application\nTraceback (most recent call last):\n  File "x"\nValueError: boom {0}\n'
+    error = (
+        "2026-11-24 10:00:0{0} [ERROR] uvicorn.error: Exception in ASGI application\n"
+        'Traceback (most recent call last):\n  File "x"\nValueError: boom {0}\n'
+    )
     log.write_text("2026-11-24 10:00:00 [INFO] gunicorn.error: Booting worker with pid: 11\n")
     found, detector = _detect_with(log, PlainFormat())
     detector.drain()
