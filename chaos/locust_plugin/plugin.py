@@ -214,6 +214,9 @@ def _watch_verdict(environment: Any) -> None:
             if reason is not None:
                 _PART.stop_reason = reason
                 log.info("handshake-chaos: %s; stopping the run", reason)
+                # Nothing after this can change the verdict: no more signals. The users still finish the
+                # handshakes they hold (--stop-timeout), so the deployment then stops without waiting on them.
+                session.halt_controller()
                 if getattr(environment.parsed_options, "headless", False):
                     runner.quit()
                 else:

@@ -179,6 +179,10 @@ class ChaosSession:
         """The controller stopped on its own (max signals reached, or the master is gone)."""
         return self._controller_thread is not None and not self._controller_thread.is_alive()
 
+    def halt_controller(self) -> None:
+        """Tells the controller to send nothing more, without waiting for it (``stop_controller`` waits)."""
+        self._stop_controller.set()
+
     def stop_controller(self) -> None:
         thread, self._controller_thread = self._controller_thread, None
         if thread is None:
