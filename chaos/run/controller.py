@@ -1,11 +1,11 @@
 """Rolling signals through a gunicorn deployment, the way a real deploy stops it.
 
-Each step: pick what the mode signals (the oldest worker, or the master), verify it is
-still the live process it was (and a child of the master), check the minimum-alive rule,
-measure the exposure of every worker it reaches, signal it, then wait until the
-deployment serves again with every worker ready before the next step, like uvicorn's
-``restart_all``. ``master-term`` and ``rollout`` also start masters, through the
-deployment that owns the listening socket (``Redeployable``).
+Signals come every ``interval`` (+ jitter) seconds, one at a time. Each step: pick what the
+mode signals (the oldest worker, or the master), verify it is still the live process it was
+(and a child of the master), check the minimum-alive rule, measure the exposure of every
+worker it reaches, signal it, then wait until the deployment serves again with every worker
+ready before the next step, like uvicorn's ``restart_all``. ``master-term`` and ``rollout``
+also start masters, through the deployment that owns the listening socket (``Redeployable``).
 """
 
 from __future__ import annotations
@@ -156,14 +156,20 @@ class RollingTermController:
             # A run stopped mid-restart left the deployment short of a master.
             self.deployment.restore()
             self.master = self.deployment.masters()[0]
+        # The interval runs from one signal to the next, so the configured rate is reached whatever the
+        # recovery takes; a recovery longer than the interval only delays the next signal until it is done.
+        next_at = time.monotonic() + self._interval()
         while not stop.is_set() and self._serving():
             if self.config.max_signals is not None and len(self.state.records) - already >= self.config.max_signals:
                 break
-            delay = self.config.interval + self._random.uniform(0, self.config.jitter)
-            if stop.wait(delay):
+            if stop.wait(max(0.0, next_at - time.monotonic())):
                 break
+            next_at = time.monotonic() + self._interval()
             self.step(stop)
         return self.state
+
+    def _interval(self) -> float:
+        return self.config.interval + self._random.uniform(0, self.config.jitter)
 
     def _serving(self) -> bool:
         if self.deployment is not None and self.config.spec.redeploy:
