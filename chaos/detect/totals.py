@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 
@@ -25,6 +26,7 @@ class RunTotals:
         self._lock = threading.Lock()
         self._first_seen: list[Callable[[ErrorRow], None]] = []
         self._regression_of: Callable[[str], str | None] = lambda signature: None
+        self.last_error_time: float | None = None  # wall clock of the latest error counted
 
     def judge_regressions(self, regression_of: Callable[[str], str | None]) -> None:
         """``regression_of(signature)``: the release that had fixed it for what is under test, or None."""
@@ -44,6 +46,7 @@ class RunTotals:
             for signature, count in delta.errors.items():
                 row, first = self._row("client", signature, None)
                 row.count += count
+                self.last_error_time = time.time()
                 row.example = row.example or delta.examples.get(signature, "")
                 new += [row] if first else []
         self._announce(new)
@@ -52,6 +55,7 @@ class RunTotals:
         with self._lock:
             row, first = self._row("server", error.signature, error.reference)
             row.count += 1
+            self.last_error_time = time.time()
             row.example = row.example or error.example
         self._announce([row] if first else [])
 
@@ -74,6 +78,7 @@ class RunTotals:
         with self._lock:
             self._outcomes.clear()
             self._errors.clear()
+            self.last_error_time = None
 
     def outcomes(self) -> dict[str, int]:
         with self._lock:

@@ -88,10 +88,5 @@ class HandshakeLedger:
                         late.append(flight)
         return pending, late
 
-    def caught_in_flight(self) -> int:
-        """Handshakes a signal caught that still await their answer."""
-        with self._lock:
-            return sum(1 for flight in self._in_flight.values() if flight.exposed_by is not None)
-
     def __len__(self) -> int:
         return len(self._in_flight)

@@ -27,7 +27,6 @@ class BroadcastExposure:
         self.runner = runner
         self._asked: dict[int, SignalRecord] = {}
         self._pending_by_worker: dict[str, int] = {}
-        self._caught_by_worker: dict[str, int] = {}
         runner.register_message(EXPOSURE_MESSAGE, self._on_answer)
 
     def resolve(self, record: SignalRecord, peers: frozenset[Address]) -> None:
@@ -39,10 +38,6 @@ class BroadcastExposure:
 
     def pending(self) -> int:
         return sum(self._pending_by_worker.values())
-
-    def caught_in_flight(self) -> int:
-        # As of each worker's last report (every few seconds): a settled verdict waits for it.
-        return sum(self._caught_by_worker.values())
 
     def _on_answer(self, environment: Any, msg: Any, **_kwargs: Any) -> None:
         record = self._asked.get(int(msg.data["id"]))
@@ -56,7 +51,6 @@ class BroadcastExposure:
             return
         totals.add_client(ClientDelta.from_dict(report))
         self._pending_by_worker[client_id] = int(report.get("pending", 0))
-        self._caught_by_worker[client_id] = int(report.get("caught", 0))
 
 
 class WorkerSide:
@@ -75,8 +69,4 @@ class WorkerSide:
         environment.runner.send_message(EXPOSURE_MESSAGE, {"id": data["id"], "pending": pending})
 
     def report(self, data: dict[str, Any]) -> None:
-        data[REPORT_KEY] = {
-            **self.recorder.take().to_dict(),
-            "pending": len(self.ledger),
-            "caught": self.ledger.caught_in_flight(),
-        }
+        data[REPORT_KEY] = {**self.recorder.take().to_dict(), "pending": len(self.ledger)}

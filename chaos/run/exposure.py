@@ -21,9 +21,6 @@ class ExposureStrategy(Protocol):
     def pending(self) -> int:
         """Handshakes in flight right now, wherever the users run."""
 
-    def caught_in_flight(self) -> int:
-        """Handshakes a signal caught that still await their answer, wherever the users run."""
-
 
 class LocalExposure:
     """The users run in this process: its ledger knows their handshakes."""
@@ -39,6 +36,3 @@ class LocalExposure:
 
     def pending(self) -> int:
         return len(self.ledger)
-
-    def caught_in_flight(self) -> int:
-        return self.ledger.caught_in_flight()

@@ -69,27 +69,27 @@ def settled(
     records: Iterable[SignalRecord],
     policy: GatePolicy,
     evidence: EvidencePolicy,
-    caught_in_flight: int = 0,
+    last_error_time: float | None = None,
 ) -> str | None:
     """Why the verdict can no longer change (the run may stop now), or None while it still can.
 
-    A signal's window has settled once the deployment recovered from it (its workers exited and
-    the log said what they left); ``caught_in_flight`` handshakes a signal caught still await
-    their answer, and an answer may yet be an error.
+    A signal's window has settled once the deployment recovered from it: its workers exited (so
+    every handshake they held has its answer) and the log said what they left. A fail needs the
+    windows of the signals that could have found its errors (those sent before the last error
+    was counted, ``last_error_time``) to have settled; a pass needs its evidence settled. Windows
+    of later signals may still be open: the controller keeps its rate, so one nearly always is.
     """
     sent = [record for record in records if not record.dry_run]
-    open_windows = sum(1 for record in sent if not record.settled)
     result = decide(error_rows, 0, policy)
     if result.verdict == "fail":
-        if open_windows:
+        finders = [record for record in sent if last_error_time is None or record.time <= last_error_time]
+        if any(not record.settled for record in finders):
             return None
-        return f"verdict settled: fail ({result.reason}), the windows of all {len(sent)} signals settled"
-    if open_windows or caught_in_flight:
-        return None
-    strong = [record for record in sent if record.pending >= evidence.pending]
+        return f"verdict settled: fail ({result.reason}), the windows of the {len(finders)} signals before it settled"
+    strong = [record for record in sent if record.settled and record.pending >= evidence.pending]
     if len(strong) < evidence.signals:
         return None
     return (
         f"verdict settled: pass ({len(strong)} signals caught at least {evidence.pending} pending handshakes each, "
-        "no error, every window settled)"
+        "no error, their windows settled)"
     )

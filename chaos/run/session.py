@@ -327,7 +327,7 @@ class ChaosSession:
             self.records(),
             self.options.gate_policy(),
             self.options.evidence_policy(),
-            self.exposure.caught_in_flight(),
+            self.totals.last_error_time,
         )
 
     def summary(self, interrupted_by: int | None = None, stop_reason: str | None = None) -> RunSummary:
