@@ -27,10 +27,14 @@ Role = Literal["worker", "master"]
 # How a real deploy stops a server, as the controller reproduces it (docs/deploy-shapes.md).
 Mode = Literal["worker-term", "worker-int", "master-ttou", "master-hup", "master-term", "rollout"]
 ExitKind = Literal["clean", "signalled", "nonzero", "crash", "timeout", "killed", "unknown"]
+# The server under test: gunicorn with uvicorn's worker, uvicorn's own supervisor, gunicorn's own ASGI worker.
+ServerFamily = Literal["gunicorn-uvicorn", "uvicorn-workers", "gunicorn-asgi"]
 
 EXIT_KINDS: tuple[ExitKind, ...] = get_args(ExitKind)
 MODES: tuple[Mode, ...] = get_args(Mode)
 DEFAULT_MODE: Mode = "worker-term"
+SERVER_FAMILIES: tuple[ServerFamily, ...] = get_args(ServerFamily)
+DEFAULT_SERVER: ServerFamily = "gunicorn-uvicorn"
 # A TCP endpoint as (host, port): how a client connection is matched to the worker holding it.
 Address = tuple[str, int]
 
@@ -343,6 +347,7 @@ class RunSummary(JsonRecord):
     duration_seconds: float = 0.0
     started: float = 0.0  # wall-clock time the run started; signal records' times are wall-clock too
     timeline: list[TimelinePoint] = field(default_factory=list)
+    server: ServerFamily = "gunicorn-uvicorn"
     soak: SoakRun | None = None
     stop_reason: str | None = None  # why the run ended when it did (its time, a signal, a settled verdict)
     master_events: dict[str, int] = field(default_factory=dict)  # the masters' own log lines, by event
@@ -398,11 +403,29 @@ class MatrixCell(JsonRecord):
     new_signatures: list[str] = field(default_factory=list)
     mode: Mode = "worker-term"
     stop_reason: str | None = None
+    server: ServerFamily = "gunicorn-uvicorn"
 
     @classmethod
-    def not_run(cls, release: str, ws: str, status: CellStatus, reason: str, mode: Mode = DEFAULT_MODE) -> MatrixCell:
+    def not_run(
+        cls,
+        release: str,
+        ws: str,
+        status: CellStatus,
+        reason: str,
+        mode: Mode = DEFAULT_MODE,
+        server: ServerFamily = DEFAULT_SERVER,
+    ) -> MatrixCell:
         verdict: CellVerdict = "skipped" if status == "skipped" else "error"
-        return cls(uvicorn=release, ws=ws, status=status, reason=reason, release=release, verdict=verdict, mode=mode)
+        return cls(
+            uvicorn=release,
+            ws=ws,
+            status=status,
+            reason=reason,
+            release=release,
+            verdict=verdict,
+            mode=mode,
+            server=server,
+        )
 
     @classmethod
     def of(cls, release: str, summary: RunSummary, report_dir: Path) -> MatrixCell:
@@ -424,6 +447,7 @@ class MatrixCell(JsonRecord):
             report_dir=str(report_dir),
             mode=summary.mode,
             stop_reason=summary.stop_reason,
+            server=summary.server,
         )
 
 

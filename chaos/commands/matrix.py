@@ -20,7 +20,17 @@ from chaos.commands.stopping import Interrupted, StopFlag
 from chaos.errors import ChaosError, UsageError
 from chaos.optionmodel import option
 from chaos.report.matrix_tables import write_all
-from chaos.results import DEFAULT_MODE, MODES, ExitCode, MatrixCell, MatrixResult, Mode
+from chaos.results import (
+    DEFAULT_MODE,
+    DEFAULT_SERVER,
+    MODES,
+    SERVER_FAMILIES,
+    ExitCode,
+    MatrixCell,
+    MatrixResult,
+    Mode,
+    ServerFamily,
+)
 from chaos.target.environments import parse_version
 from chaos.target.launcher import WS_IMPLEMENTATIONS
 
@@ -60,6 +70,15 @@ class MatrixSettings:
         scope="process",
         entry_points=_MATRIX,
     )
+    servers: list[ServerFamily] = option(
+        [DEFAULT_SERVER],
+        "--server",
+        "server families, a column each (gunicorn-uvicorn, uvicorn-workers, gunicorn-asgi)",
+        choices=SERVER_FAMILIES,
+        what="server",
+        scope="process",
+        entry_points=_MATRIX,
+    )
     expect_fail: list[str] = option(
         [],
         "--expect-fail",
@@ -89,11 +108,11 @@ class MatrixConfig:
         for release in matrix.releases:
             if release != "latest" and "/" not in release and not release.endswith(".whl"):
                 parse_version(release, "--uvicorn")
-        cells = [(release, ws, mode) for release, ws, mode in self.plan()]
+        cells = [(release, ws, mode) for release, ws, mode, _server in self.plan()]
         for item in matrix.expect_fail:
             release, _, rest = item.partition(":")
             ws, _, mode = rest.partition(":")
-            if not release or (ws and ws not in WS_IMPLEMENTATIONS) or (mode and mode not in MODES):
+            if not release or (ws and ws not in (*WS_IMPLEMENTATIONS, "gunicorn")) or (mode and mode not in MODES):
                 raise UsageError(f"--expect-fail takes RELEASE, RELEASE:WS or RELEASE:WS:MODE, got {item!r}")
             if not any(
                 cell[0] == release and (not ws or cell[1] == ws) and (not mode or cell[2] == mode) for cell in cells
@@ -101,19 +120,33 @@ class MatrixConfig:
                 raise UsageError(f"--expect-fail {item}: no such cell in this matrix")
         if matrix.baseline_release is not None and matrix.baseline_release not in matrix.releases:
             raise UsageError(f"--baseline-release {matrix.baseline_release} is not among --uvicorn")
-        for mode in matrix.modes:
-            self.cell(matrix.releases[0], matrix.ws[0], mode).validate()
+        for release, ws, mode, server in self.plan():
+            if release == matrix.releases[0]:
+                self.cell(release, ws, mode, server).validate()
 
-    def plan(self) -> list[tuple[str, str, Mode]]:
+    def plan(self) -> list[tuple[str, str, Mode, ServerFamily]]:
+        """Every cell: release x server x ws x mode. gunicorn's ASGI worker has one websocket
+        implementation of its own, so it gets one cell per release and mode, labelled ws "gunicorn"."""
         matrix = self.matrix
-        return [(release, ws, mode) for release in matrix.releases for ws in matrix.ws for mode in matrix.modes]
+        cells: list[tuple[str, str, Mode, ServerFamily]] = []
+        for release in matrix.releases:
+            for server in matrix.servers:
+                for ws in ["gunicorn"] if server == "gunicorn-asgi" else matrix.ws:
+                    cells += [(release, ws, mode, server) for mode in matrix.modes]
+        return cells
 
-    def cell(self, release: str, ws: str, mode: Mode = DEFAULT_MODE) -> SoakConfig:
+    def cell(
+        self, release: str, ws: str, mode: Mode = DEFAULT_MODE, server: ServerFamily = DEFAULT_SERVER
+    ) -> SoakConfig:
         name = Path(release).name if "/" in release else release
         suffix = "" if mode == DEFAULT_MODE else f"-{mode}"
+        suffix += "" if server == DEFAULT_SERVER else f"-{server}"
+        options = dataclasses.replace(
+            self.soak.options, ws="auto" if ws == "gunicorn" else ws, mode=mode, server=server
+        )
         return SoakConfig(
             settings=dataclasses.replace(self.soak.settings, uvicorn=release),
-            options=dataclasses.replace(self.soak.options, ws=ws, mode=mode),
+            options=options,
             report_dir=self.report_dir / f"{name}-{ws}{suffix}",
         )
 
@@ -126,28 +159,28 @@ def run_matrix(config: MatrixConfig, stop: StopFlag | None = None) -> MatrixResu
     started = time.monotonic()
     cells: list[MatrixCell] = []
     plan = config.plan()
-    for index, (release, ws, mode) in enumerate(plan, start=1):
-        soak = config.cell(release, ws, mode)
-        step = f"[{index}/{len(plan)}] {release} {ws} {mode}"
+    for index, (release, ws, mode, server) in enumerate(plan, start=1):
+        soak = config.cell(release, ws, mode, server)
+        step = f"[{index}/{len(plan)}] {release} {ws} {mode}" + ("" if server == DEFAULT_SERVER else f" {server}")
         if stop.signum is not None:
-            cells.append(MatrixCell.not_run(release, ws, "skipped", "interrupted before this cell", mode))
+            cells.append(MatrixCell.not_run(release, ws, "skipped", "interrupted before this cell", mode, server))
             continue
         try:
             prepared = prepare(soak)
         except UsageError as exc:
             # The release does not have this ws implementation: say so and go on.
-            cells.append(MatrixCell.not_run(release, ws, "skipped", str(exc), mode))
+            cells.append(MatrixCell.not_run(release, ws, "skipped", str(exc), mode, server))
             print(f"{step}: skipped ({exc})", flush=True)
             continue
         except ChaosError as exc:
-            cells.append(MatrixCell.not_run(release, ws, "error", str(exc), mode))
+            cells.append(MatrixCell.not_run(release, ws, "error", str(exc), mode, server))
             print(f"{step}: error ({exc})", flush=True)
             continue
         print(f"{step}: soaking for up to {soak.settings.duration:g}s...", flush=True)
         try:
             summary = run_soak(soak, prepared, quiet=True, stop=stop)
         except Interrupted:
-            cells.append(MatrixCell.not_run(release, ws, "skipped", "interrupted before this cell", mode))
+            cells.append(MatrixCell.not_run(release, ws, "skipped", "interrupted before this cell", mode, server))
             continue
         cell = MatrixCell.of(release, summary, soak.report_dir)
         cells.append(cell)
@@ -172,7 +205,7 @@ def run_matrix(config: MatrixConfig, stop: StopFlag | None = None) -> MatrixResu
 
 
 def judge_expectations(cells: list[MatrixCell], expect_fail: Sequence[str], baseline_release: str | None) -> None:
-    baseline = {(c.ws, c.mode): c for c in cells if baseline_release and c.uvicorn == baseline_release}
+    baseline = {(c.ws, c.mode, c.server): c for c in cells if baseline_release and c.uvicorn == baseline_release}
     for cell in cells:
         names = tuple(
             name
@@ -186,7 +219,7 @@ def judge_expectations(cells: list[MatrixCell], expect_fail: Sequence[str], base
         if cell.uvicorn == baseline_release:
             cell.expected_fail = True  # the baseline only informs
             continue
-        base = baseline.get((cell.ws, cell.mode))
+        base = baseline.get((cell.ws, cell.mode, cell.server))
         known = set(base.errors) if base is not None else set()
         cell.new_signatures = sorted(set(cell.errors) - known)
         if not cell.new_signatures:

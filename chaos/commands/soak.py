@@ -36,7 +36,7 @@ from chaos.run.gate import interrupted, verdict
 from chaos.run.options import ChaosOptions
 from chaos.run.session import FIRST_SEEN
 from chaos.target.environments import ReleaseSpec, build_environment
-from chaos.target.launcher import read_versions
+from chaos.target.launcher import check_family, read_versions
 from chaos.target.processes import die_with_parent
 
 log = logging.getLogger(__name__)
@@ -192,6 +192,7 @@ def prepare(config: SoakConfig) -> Prepared:
     else:
         python = config.options.target_python or sys.executable
     versions = read_versions(python)
+    check_family(config.options.server, versions)
     ws = config.options.ws
     if ws != "auto" and ws not in versions["ws_implementations"]:
         raise UsageError(

@@ -24,13 +24,15 @@ _SENT_SIGNAL = re.compile(r"Worker \(pid:(\d+)\) was sent (\w+)")
 _TERMINATED_BY = re.compile(r"Worker with pid (\d+) was terminated due to signal (\d+)")
 _EXIT_CODE = re.compile(r"Worker \(pid:(\d+)\) exited with code (\d+)")
 _TIMEOUT = re.compile(r"WORKER TIMEOUT \(pid:(\d+)\)")
-_WORKER_EXITING = re.compile(r"Worker exiting \(pid: ?(\d+)\)")
+_WORKER_EXITING = re.compile(r"Worker exiting \(pid: ?(\d+)\)|Finished server process \[(\d+)\]")
+# uvicorn's supervisor about a worker that ended (whatever way): replaced next.
+_CHILD_DIED = re.compile(r"Child process \[(\d+)\] died")
 # The master's own lines about its life: recognised, counted by event, never judged as errors.
 _MASTER_EVENTS: tuple[tuple[re.Pattern[str], str], ...] = (
-    (re.compile(r"^Starting gunicorn "), "master_start"),
-    (re.compile(r"^Handling signal: (\w+)"), "handling_signal_{0}"),
+    (re.compile(r"^Starting gunicorn |^Started parent process"), "master_start"),
+    (re.compile(r"^Handling signal: (\w+)|^Received SIG(\w+)"), "handling_signal_{0}"),
     (re.compile(r"^Hang up: Master"), "master_reload"),
-    (re.compile(r"^Shutting down: Master"), "master_shutdown"),
+    (re.compile(r"^Shutting down: Master|^Stopping parent process"), "master_shutdown"),
     (re.compile(r"^Reason: "), "master_halt_reason"),
 )
 _EXCEPTION_LINE = re.compile(r"^([A-Za-z_][\w.]*)(?::|$)")
@@ -153,7 +155,7 @@ class ServerDetector:
         if not record.is_error:
             exiting = _WORKER_EXITING.search(record.message)
             if exiting:
-                self._exit(int(exiting.group(1)), "clean")
+                self._exit(int(exiting.group(1) or exiting.group(2)), "clean")
             return
         noise = self.classifier.noise(record)
         if noise is not None:
@@ -189,7 +191,8 @@ class ServerDetector:
         for pattern, event in _MASTER_EVENTS:
             match = pattern.search(message)
             if match:
-                self._master_events[event.format(*(group.lower() for group in match.groups()))] += 1
+                names = [group.lower() for group in match.groups() if group]
+                self._master_events[event.format(*names)] += 1
                 return event != "master_halt_reason"  # why a master halted is an error worth judging too
         return False
 
@@ -211,6 +214,7 @@ class ServerDetector:
             self._windows.pop(int(booting.group(1)), None)
             return True
         for pattern, judge in (
+            (_CHILD_DIED, self._died),
             (_SENT_SIGNAL, self._signalled),
             (_TERMINATED_BY, self._signalled),
             (_EXIT_CODE, self._exit_code),
@@ -223,6 +227,10 @@ class ServerDetector:
                     judge(worker, match.group(match.lastindex or 1), message.strip())
                 return True
         return False
+
+    def _died(self, worker: int, _group: str, line: str) -> None:
+        # It ended; a crash says so with its own lines, a clean end with "Finished server process".
+        self._exit(worker, "signalled")
 
     def _signalled(self, worker: int, signal_name: str, line: str) -> None:
         if signal_name in _SHUTDOWN_SIGNALS:

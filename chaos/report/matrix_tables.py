@@ -11,6 +11,7 @@ COLUMNS = (
     "release",
     "ws",
     "mode",
+    "server",
     "verdict",
     "server errors",
     "client errors",
@@ -29,7 +30,7 @@ def rows(result: MatrixResult) -> list[list[str]]:
     table = []
     for cell in result.cells:
         if cell.status != "ran":
-            table.append([cell.release, cell.ws, cell.mode, cell.status, cell.reason, "", "", "", ""])
+            table.append([cell.release, cell.ws, cell.mode, cell.server, cell.status, cell.reason, "", "", "", ""])
             continue
         verdict = cell.verdict + (" (expected)" if cell.verdict == "fail" and cell.expected_fail else "")
         if cell.new_signatures:
@@ -40,6 +41,7 @@ def rows(result: MatrixResult) -> list[list[str]]:
                 cell.release,
                 cell.ws,
                 cell.mode,
+                cell.server,
                 verdict,
                 _errors(cell, "server"),
                 _errors(cell, "client"),
@@ -89,7 +91,7 @@ def html_page(result: MatrixResult) -> str:
             # Each soak's own page sits in the cell's directory beside matrix.html.
             page = html.escape(f"{Path(cell.report_dir).name}/report.html", quote=True)
             cells = cells.replace(
-                f"<td>{html.escape(row[3])}</td>", f'<td><a href="{page}">{html.escape(row[3])}</a></td>', 1
+                f"<td>{html.escape(row[4])}</td>", f'<td><a href="{page}">{html.escape(row[4])}</a></td>', 1
             )
         body.append(f'<tr style="background:{color}">{cells}</tr>')
     head = "".join(f"<th>{html.escape(column)}</th>" for column in COLUMNS)

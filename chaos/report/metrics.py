@@ -22,6 +22,7 @@ from chaos import catalog
 from chaos.results import EXIT_KINDS, PRECREATED_OUTCOMES, ErrorRow, SignalRecord, bounded_outcome
 
 TARGET_INFO_KEYS = ("uvicorn", "gunicorn", "python", "websockets", "wsproto", "h11", "uvicorn_worker", "worker_class")
+# The server family (gunicorn-uvicorn, uvicorn-workers, gunicorn-asgi): a bounded label of target_info.
 EXPOSURE_BUCKETS = (0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
 REPLACEMENT_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60)
 RUN_LABELS = ("release", "ws", "mode")
@@ -41,6 +42,7 @@ class MetricsSnapshot:
     records: Sequence[SignalRecord]
     pending: int
     controller_running: bool = False
+    server: str = "gunicorn-uvicorn"
 
 
 class ChaosCollector(Collector):
@@ -169,10 +171,14 @@ def _by_signal(name: str, documentation: str, run: list[str], records: Iterable[
 
 def _target_info(snapshot: MetricsSnapshot) -> Metric:
     family = GaugeMetricFamily(
-        "handshake_chaos_target_info", "What is under test (always 1).", labels=[*RUN_LABELS, *TARGET_INFO_KEYS]
+        "handshake_chaos_target_info",
+        "What is under test (always 1).",
+        labels=[*RUN_LABELS, "server", *TARGET_INFO_KEYS],
     )
     values = [str(snapshot.versions.get(key) or "none") for key in TARGET_INFO_KEYS if key != "worker_class"]
-    family.add_metric([snapshot.release, snapshot.ws, snapshot.mode, *values, snapshot.worker_class], 1)
+    family.add_metric(
+        [snapshot.release, snapshot.ws, snapshot.mode, snapshot.server, *values, snapshot.worker_class], 1
+    )
     return family
 
 

@@ -26,7 +26,7 @@ def format_summary(summary: RunSummary) -> str:
     lines = ["", "handshake-chaos summary"]
     lines.append(
         f"  release {summary.release} (uvicorn {versions.get('uvicorn')}, gunicorn {versions.get('gunicorn')}, "
-        f"ws {summary.ws}, python {versions.get('python')}), mode {summary.mode}"
+        f"ws {summary.ws}, python {versions.get('python')}), mode {summary.mode}, server {summary.server}"
     )
     lines.append(
         f"  signals sent: {signals.sent} (dry-run: {signals.dry_run}), "

@@ -21,8 +21,8 @@ from typing import Literal, Protocol
 import psutil
 
 from chaos.errors import UsageError
-from chaos.results import Address, Mode, Role, SignalRecord, SignalsSummary
-from chaos.target.processes import GunicornMaster, heartbeat_ticked
+from chaos.results import Address, Mode, Role, ServerFamily, SignalRecord, SignalsSummary
+from chaos.target.processes import GunicornMaster
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,13 @@ MODES: dict[Mode, ModeSpec] = {
     "master-hup": ModeSpec("HUP", "master", reaches_all=True),
     "master-term": ModeSpec("TERM", "master", reaches_all=True, redeploy="restart"),
     "rollout": ModeSpec("TERM", "master", reaches_all=True, redeploy="surge"),
+}
+# What makes sense for each server family: uvicorn's supervisor has no TTOU/TTIN of gunicorn's
+# kind (its TTOU ends the newest worker), and one supervisor per socket.
+SERVER_MODES: dict[ServerFamily, tuple[Mode, ...]] = {
+    "gunicorn-uvicorn": tuple(MODES),
+    "gunicorn-asgi": tuple(MODES),
+    "uvicorn-workers": ("worker-term", "worker-int", "master-hup", "master-term"),
 }
 # Modes whose deployment the tool must be able to start again: embedded only.
 REDEPLOYING_MODES: tuple[Mode, ...] = tuple(mode for mode, spec in MODES.items() if spec.redeploy)
@@ -333,7 +340,7 @@ class RollingTermController:
             if record.worker_exit_seconds is not None and restored and len(workers) >= expected:
                 # Every worker serving now must be ready: after a reload, that is the whole new generation.
                 waiting_for = fresh if spec.reaches_all else fresh[:1]
-                if waiting_for and all(heartbeat_ticked(w.pid) is not False for w in waiting_for):
+                if waiting_for and all(self.master.ready(w.pid) is not False for w in waiting_for):
                     record.replacement_pid = waiting_for[0].pid
                     record.replacement_seconds = time.monotonic() - started
                     return

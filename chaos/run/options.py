@@ -16,8 +16,8 @@ from chaos.detect.logfollow import GUNICORN_FORMAT, JsonFormat, LineFormat, Plai
 from chaos.errors import UsageError
 from chaos.load.client import LoadProfile
 from chaos.optionmodel import RUN, check_all, option
-from chaos.results import DEFAULT_MODE, MODES, Mode
-from chaos.run.controller import REDEPLOYING_MODES, SIGNALS, ControllerConfig
+from chaos.results import DEFAULT_MODE, DEFAULT_SERVER, MODES, SERVER_FAMILIES, Mode, ServerFamily
+from chaos.run.controller import REDEPLOYING_MODES, SERVER_MODES, SIGNALS, ControllerConfig
 from chaos.run.gate import EvidencePolicy, GatePolicy
 from chaos.target.launcher import PROBE_WS_PATH, WS_IMPLEMENTATIONS, TargetConfig
 
@@ -63,6 +63,15 @@ class ChaosOptions:
         defaults={"soak": "wsproto"},
         what="implementation",
         choices_named="uvicorn's ws implementations are",
+    )
+    server: ServerFamily = option(
+        DEFAULT_SERVER,
+        "--server",
+        "server family under test: gunicorn with uvicorn's worker, uvicorn's own supervisor, gunicorn's ASGI worker",
+        scope="process",
+        entry_points=frozenset({"locust", "soak", "controller"}),
+        choices=SERVER_FAMILIES,
+        what="server",
     )
     workers: int = option(2, "--workers", "gunicorn workers of the embedded deployment", scope="process", minimum=1)
     graceful_timeout: int = option(
@@ -264,6 +273,11 @@ class ChaosOptions:
             raise UsageError(f"--app must look like module:attribute, got {self.app!r}")
         if self.ca_file is not None and not Path(self.ca_file).is_file():
             raise UsageError(f"--ca-file: no such file {self.ca_file}")
+        if self.mode not in SERVER_MODES[self.server]:
+            raise UsageError(
+                f"--mode {self.mode} does not apply to --server {self.server} "
+                f"(its modes: {', '.join(SERVER_MODES[self.server])})"
+            )
         if host and self.mode in REDEPLOYING_MODES:
             raise UsageError(
                 f"--mode {self.mode} restarts the deployment's master, which only the embedded deployment "
@@ -325,6 +339,7 @@ class ChaosOptions:
             "graceful_timeout": self.graceful_timeout,
             "tls": self.tls,
             "replicas": self.replicas if self.mode == "rollout" else 1,
+            "server": self.server,
         }
         if self.target_python:
             kwargs["python"] = self.target_python

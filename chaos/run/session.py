@@ -123,7 +123,7 @@ class ChaosSession:
                 self.versions = _versions_of(self.master)
             error_log = Path(self.options.server_log) if self.options.server_log else None
         self.release = self.options.release or str(self.versions.get("uvicorn") or "unknown")
-        uvicorn, ws = self.versions.get("uvicorn"), self.options.ws
+        uvicorn, ws = self.versions.get("uvicorn"), self.ws
         self.totals.judge_regressions(lambda signature: catalog.regression_of(signature, ws, uvicorn))
         self._labelled = True
         self._serve_metrics()
@@ -283,6 +283,11 @@ class ChaosSession:
     def mode(self) -> Mode:
         return self.options.mode
 
+    @property
+    def ws(self) -> str:
+        """The ws label: uvicorn's implementation, or gunicorn's own for its ASGI worker (no choice there)."""
+        return "gunicorn" if self.options.server == "gunicorn-asgi" else self.options.ws
+
     def records(self) -> list[SignalRecord]:
         return self.controller_state.records
 
@@ -294,7 +299,7 @@ class ChaosSession:
             return None
         return MetricsSnapshot(
             release=self.release,
-            ws=self.options.ws,
+            ws=self.ws,
             mode=self.mode,
             versions=self.versions,
             worker_class=self.worker_class(),
@@ -303,6 +308,7 @@ class ChaosSession:
             records=list(self.records()),
             pending=self.exposure.pending(),
             controller_running=self._controller_thread is not None and self._controller_thread.is_alive(),
+            server=self.options.server,
         )
 
     def seen_pids(self) -> list[int]:
@@ -336,8 +342,9 @@ class ChaosSession:
         exits = Counter(record.exit_kind for record in signals.records if record.exit_kind and not record.dry_run)
         return RunSummary(
             release=self.release,
-            ws=self.options.ws,
+            ws=self.ws,
             mode=self.mode,
+            server=self.options.server,
             versions={**self.versions, "handshake_chaos": __version__},
             gate=self.gate(interrupted_by),
             errors=self.totals.error_rows(),

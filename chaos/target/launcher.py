@@ -31,7 +31,8 @@ import psutil
 from packaging.version import InvalidVersion, Version
 
 from chaos.errors import TargetError, UsageError
-from chaos.target.processes import GunicornMaster, die_with_parent, heartbeat_ticked
+from chaos.results import DEFAULT_SERVER, SERVER_FAMILIES, ServerFamily
+from chaos.target.processes import GunicornMaster, die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,12 @@ WORKER_CLASS = "handshake_chaos_worker.ChaosUvicornWorker"
 WS_IMPLEMENTATIONS = ("auto", "wsproto", "websockets", "websockets-sansio")
 WORKER_BASES = ("auto", "uvicorn_worker", "uvicorn.workers")
 _CONTROL_SOCKET_FROM = Version("25.1")
+_GUNICORN_ASGI_FROM = Version("24.0")  # gunicorn's own ASGI worker (-k asgi)
+# uvicorn's supervisor replaces a worker that died, and handles HUP, from 0.30.0 on (PR #2183).
+_UVICORN_SUPERVISOR_FROM = Version("0.30.0")
+_UVICORN_GRACEFUL_TIMEOUT_FROM = Version("0.24.0")  # uvicorn's --timeout-graceful-shutdown (PR #1950)
+# uvicorn's own workers log like gunicorn's error log (time, pid, level), so one parser reads every family.
+_UVICORN_LOG_FORMAT = "[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s"
 # uvicorn-worker 0.3.0 cannot run uvicorn 0.36.0 or later; 0.4.0 can (both published 2025-09-20, the
 # worker nine hours after uvicorn, so resolving 0.36.0 as of its own publication picks 0.3.0).
 _NEW_WORKER_API_FROM = Version("0.36.0")
@@ -85,6 +92,7 @@ class TargetConfig:
     replicas: int = 1
     # A logging config the deployment logs through (gunicorn's --log-config-json), as production ones do.
     log_config_json: str | None = None
+    server: ServerFamily = DEFAULT_SERVER
 
     def validate(self) -> None:
         try:
@@ -97,6 +105,12 @@ class TargetConfig:
             raise UsageError(f"workers must be at least 1, got {self.workers}")
         if self.replicas < 1:
             raise UsageError(f"replicas must be at least 1, got {self.replicas}")
+        if self.server not in SERVER_FAMILIES:
+            raise UsageError(f"unknown server {self.server!r} (choose from {', '.join(SERVER_FAMILIES)})")
+        if self.log_config_json and self.server == "uvicorn-workers":
+            raise UsageError(
+                "--log-config-json is gunicorn's flag: with --server uvicorn-workers the tool sets the log"
+            )
         if self.ws not in WS_IMPLEMENTATIONS:
             raise UsageError(f"unknown ws implementation {self.ws!r} (choose from {', '.join(WS_IMPLEMENTATIONS)})")
         if self.worker_base not in WORKER_BASES:
@@ -107,6 +121,20 @@ class TargetConfig:
             raise UsageError("graceful and worker timeouts must be positive")
         if ":" not in self.app:
             raise UsageError(f"--app must look like module:attribute, got {self.app!r}")
+
+
+def check_family(server: ServerFamily, versions: dict[str, Any]) -> None:
+    """What the server family needs of the release, checked before anything starts (exit 2 otherwise)."""
+    if server == "uvicorn-workers" and _older(versions.get("uvicorn"), _UVICORN_SUPERVISOR_FROM):
+        raise UsageError(
+            f"--server uvicorn-workers needs uvicorn {_UVICORN_SUPERVISOR_FROM} or later (a supervisor that "
+            f"replaces its workers); this environment has uvicorn {versions.get('uvicorn')}"
+        )
+    if server == "gunicorn-asgi" and _older(versions.get("gunicorn"), _GUNICORN_ASGI_FROM):
+        raise UsageError(
+            f"--server gunicorn-asgi needs gunicorn {_GUNICORN_ASGI_FROM} or later (its own ASGI worker); "
+            f"this environment has gunicorn {versions.get('gunicorn')}"
+        )
 
 
 def read_versions(python: str) -> dict[str, Any]:
@@ -196,7 +224,6 @@ class Target:
         self._replicas: list[_Replica] = []
         self._generations = 0
         self._spawner: _Spawner | None = None
-        self._tls: list[str] = []
         self._lock = threading.Lock()
         self._owned_run_dir: tempfile.TemporaryDirectory[str] | None = None
         self.run_dir = Path()
@@ -242,9 +269,8 @@ class Target:
             return []
         return ["--control-socket", str(self._named(generation, "gunicorn", ".ctl"))] if has_control_socket else []
 
-    def _tls_arguments(self) -> list[str]:
-        if not self.config.tls:
-            return []
+    def _make_certificate(self) -> None:
+        """A throwaway certificate authority and the server's certificate (--tls)."""
         import trustme  # only a TLS run needs it (and its cryptography)
 
         authority = trustme.CA(organization_name="handshake-chaos")
@@ -252,9 +278,20 @@ class Target:
         authority.cert_pem.write_to_path(str(self.run_dir / "ca.pem"))
         certificate.private_key_pem.write_to_path(str(self.run_dir / "server-key.pem"))
         certificate.cert_chain_pems[0].write_to_path(str(self.run_dir / "server-cert.pem"))
-        return ["--certfile", str(self.run_dir / "server-cert.pem"), "--keyfile", str(self.run_dir / "server-key.pem")]
+
+    def _tls_arguments(self, cert_flag: str, key_flag: str) -> list[str]:
+        if not self.config.tls:
+            return []
+        return [cert_flag, str(self.run_dir / "server-cert.pem"), key_flag, str(self.run_dir / "server-key.pem")]
+
+    @property
+    def ready_dir(self) -> Path:
+        """Where each worker says it is ready (``handshake_chaos_ready``)."""
+        return self.run_dir / "ready"
 
     def worker_base(self) -> str:
+        if self.config.server != "gunicorn-uvicorn":
+            return self.config.server  # the family's own workers
         if self.config.worker_base != "auto":
             return self.config.worker_base
         return paired_worker_base(self.versions.get("uvicorn"), self.versions.get("uvicorn_worker"))
@@ -274,8 +311,11 @@ class Target:
         else:
             self.run_dir = config.run_dir
             self.run_dir.mkdir(parents=True, exist_ok=True)
+        check_family(config.server, self.versions)
         try:
-            self._tls = self._tls_arguments()
+            if config.tls:
+                self._make_certificate()
+            self.ready_dir.mkdir(parents=True, exist_ok=True)
             self._socket = _listen_socket(config.host, config.port)
             self.port = self._socket.getsockname()[1]
             self._spawner = _Spawner()
@@ -298,12 +338,20 @@ class Target:
         while len(self.masters()) < self.config.replicas:
             self.start_master()
 
+    def _app(self) -> str:
+        return self.config.app if self.config.app == PROBE_APP else MOUNTED_APP
+
     def _command(self, generation: int, fd: int) -> list[str]:
+        if self.config.server == "uvicorn-workers":
+            return self._uvicorn_command(fd)
+        return self._gunicorn_command(generation, fd)
+
+    def _gunicorn_command(self, generation: int, fd: int) -> list[str]:
         config = self.config
-        app = config.app if config.app == PROBE_APP else MOUNTED_APP
+        worker_class = "asgi" if config.server == "gunicorn-asgi" else WORKER_CLASS
         return [
-            config.python, "-m", "gunicorn", app,
-            "--worker-class", WORKER_CLASS,
+            config.python, "-m", "gunicorn", self._app(),
+            "--worker-class", worker_class,
             "--workers", str(config.workers),
             "--bind", f"fd://{fd}",
             "--graceful-timeout", str(config.graceful_timeout),
@@ -313,9 +361,31 @@ class Target:
             "--pid", str(self._named(generation, "gunicorn", ".pid")),
             "--worker-tmp-dir", str(self.run_dir),
             "--chdir", os.getcwd(),
-            *self._tls,
+            *self._tls_arguments("--certfile", "--keyfile"),
             *self._control_socket_arguments(generation),
             *(["--log-config-json", config.log_config_json] if config.log_config_json else []),
+        ]  # fmt: skip
+
+    def _uvicorn_command(self, fd: int) -> list[str]:
+        """uvicorn's own supervisor: ``uvicorn --workers N`` on the tool's socket."""
+        config = self.config
+        log_config = self.run_dir / "uvicorn-log-config.json"
+        log_config.write_text(json.dumps(_uvicorn_log_config(self.error_log)))
+        graceful = (
+            []
+            if _older(self.versions.get("uvicorn"), _UVICORN_GRACEFUL_TIMEOUT_FROM)
+            else ["--timeout-graceful-shutdown", str(config.graceful_timeout)]
+        )
+        return [
+            config.python, "-m", "uvicorn", self._app(),
+            "--fd", str(fd),
+            "--workers", str(config.workers),
+            "--ws", config.ws,
+            "--lifespan", "on",
+            "--log-config", str(log_config),
+            "--no-access-log",
+            *graceful,
+            *self._tls_arguments("--ssl-certfile", "--ssl-keyfile"),
         ]  # fmt: skip
 
     def _environment(self) -> dict[str, str]:
@@ -332,6 +402,7 @@ class Target:
             **extra_env,
             "PYTHONPATH": os.pathsep.join(pythonpath),
             "HANDSHAKE_CHAOS_WS": config.ws,
+            "HANDSHAKE_CHAOS_READY_DIR": str(self.ready_dir),
             "HANDSHAKE_CHAOS_WORKER_BASE": self.worker_base(),
             "PYTHONUNBUFFERED": "1",
         }
@@ -340,8 +411,12 @@ class Target:
         assert self._socket is not None
         generation, self._generations = self._generations, self._generations + 1
         command = self._command(generation, self._socket.fileno())
-        log.info("starting gunicorn on %s:%d: %s", self.config.host, self.port, " ".join(command))
-        with open(self.run_dir / "gunicorn-output.log", "ab") as output:
+        log.info("starting %s on %s:%d: %s", self.config.server, self.config.host, self.port, " ".join(command))
+        # uvicorn's workers print a crash's traceback to stderr (multiprocessing): it belongs in the log judged.
+        output_path = (
+            self.error_log if self.config.server == "uvicorn-workers" else self.run_dir / "gunicorn-output.log"
+        )
+        with open(output_path, "ab") as output:
             process = subprocess.Popen(
                 command,
                 env=self._environment(),
@@ -355,7 +430,7 @@ class Target:
                 preexec_fn=die_with_parent,
             )
         try:
-            replica = _Replica(generation, process, GunicornMaster(process.pid))
+            replica = _Replica(generation, process, GunicornMaster(process.pid, ready_dir=self.ready_dir))
         except BaseException:
             _stop_process(process, self.config.graceful_timeout)
             raise
@@ -373,7 +448,8 @@ class Target:
                 if lines:
                     tail = lines[-1].strip()
                     break
-        return TargetError(f"gunicorn {why}" + (f": {tail}" if tail else ""))
+        name = "uvicorn" if self.config.server == "uvicorn-workers" else "gunicorn"
+        return TargetError(f"{name} {why}" + (f": {tail}" if tail else ""))
 
     def _wait_ready(self, replica: _Replica) -> None:
         deadline = time.monotonic() + self.config.startup_timeout
@@ -383,7 +459,7 @@ class Target:
                 raise self._startup_failure(f"exited with code {code} during startup")
             workers = replica.master.workers()
             self.seen_pids.update(worker.pid for worker in workers)
-            if len(workers) == self.config.workers and all(heartbeat_ticked(w.pid) for w in workers):
+            if len(workers) == self.config.workers and all(replica.master.ready(w.pid) for w in workers):
                 if self._accepts_connections():
                     return
             time.sleep(0.05)
@@ -451,3 +527,22 @@ def _stop_processes(processes: list[subprocess.Popen[bytes]], graceful_timeout: 
                 child.kill()
     psutil.wait_procs(survivors, timeout=5)
     return codes
+
+
+def _older(version: object, than: Version) -> bool:
+    try:
+        return Version(str(version)) < than
+    except InvalidVersion:
+        return False
+
+
+def _uvicorn_log_config(error_log: Path) -> dict[str, Any]:
+    handler = {"class": "logging.FileHandler", "formatter": "gunicorn_like", "filename": str(error_log)}
+    logger = {"level": "INFO", "handlers": ["error_file"], "propagate": False}
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"gunicorn_like": {"format": _UVICORN_LOG_FORMAT, "datefmt": "%Y-%m-%d %H:%M:%S %z"}},
+        "handlers": {"error_file": handler},
+        "loggers": {"uvicorn": logger, "uvicorn.error": logger, "uvicorn.access": {**logger, "level": "WARNING"}},
+    }

@@ -1,4 +1,6 @@
-"""Finding a gunicorn master and its workers, and verifying them before every signal.
+"""Finding a server's master and its workers, and verifying them before every signal.
+
+A master is gunicorn's arbiter or uvicorn's own supervisor (``uvicorn --workers N``).
 
 Everything here works on pids that were *found* through the master (its direct
 children), never on pids matched by name; a process is identified by (pid, create
@@ -57,10 +59,19 @@ def read_pidfile(path: str | os.PathLike[str]) -> int:
     return int(text)
 
 
-class GunicornMaster:
-    """A verified, live gunicorn master and a view of its workers."""
+# A master's children that are not workers: multiprocessing's helpers under uvicorn's supervisor.
+_HELPER_MARKERS = ("resource_tracker", "semaphore_tracker", "forkserver")
+_MASTER_MARKERS = ("gunicorn", "uvicorn")
 
-    def __init__(self, pid: int) -> None:
+
+class GunicornMaster:
+    """A verified, live server master (gunicorn's arbiter, or uvicorn's supervisor) and a view of its workers.
+
+    ``ready_dir`` is where the workers of a deployment the tool started say they are ready
+    (``handshake_chaos_ready``); without one, readiness is read from gunicorn's heartbeat files.
+    """
+
+    def __init__(self, pid: int, ready_dir: Path | None = None) -> None:
         try:
             process = psutil.Process(pid)
             cmdline = " ".join(process.cmdline())
@@ -69,10 +80,11 @@ class GunicornMaster:
             raise UsageError(f"no process with pid {pid}") from None
         except psutil.AccessDenied:
             raise UsageError(f"not allowed to inspect pid {pid}") from None
-        if "gunicorn" not in cmdline and "gunicorn" not in name:
-            raise UsageError(f"pid {pid} is not a gunicorn master (command: {cmdline[:80]!r})")
+        if not any(marker in cmdline or marker in name for marker in _MASTER_MARKERS):
+            raise UsageError(f"pid {pid} is not a gunicorn or uvicorn master (command: {cmdline[:80]!r})")
         self._process = process
         self.identity = ProcessIdentity.of(process)
+        self.ready_dir = ready_dir
 
     @property
     def pid(self) -> int:
@@ -89,9 +101,12 @@ class GunicornMaster:
         alive = []
         for child in self._process.children(recursive=False):
             try:
-                if child.status() != psutil.STATUS_ZOMBIE:
-                    alive.append((child.create_time(), child.pid, child))
-            except psutil.NoSuchProcess:
+                if child.status() == psutil.STATUS_ZOMBIE:
+                    continue
+                if any(marker in " ".join(child.cmdline()) for marker in _HELPER_MARKERS):
+                    continue
+                alive.append((child.create_time(), child.pid, child))
+            except psutil.Error:
                 continue
         return [child for _, _, child in sorted(alive, key=lambda item: item[:2])]
 
@@ -106,6 +121,16 @@ class GunicornMaster:
             )
         except psutil.Error:
             return False
+
+    def ready(self, pid: int) -> bool | None:
+        """Whether worker ``pid`` is ready to serve: its own ready file, else its first heartbeat.
+        None when neither can be seen (an external deployment's worker without a heartbeat file)."""
+        if self.ready_dir is not None:
+            if (self.ready_dir / f"ready-{pid}").exists():
+                return True
+            ticked = heartbeat_ticked(pid)
+            return bool(ticked)  # the tool's own deployment always says one way or the other
+        return heartbeat_ticked(pid)
 
     def process(self) -> psutil.Process:
         return self._process

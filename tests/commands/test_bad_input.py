@@ -87,7 +87,7 @@ CASES: list[tuple[list[str], int, str]] = [
     (["controller", "--pid", "abc"], 2, "--target-pid: expected a whole number"),
     (["controller", "--pid", "0"], 2, "--target-pid: must be at least 1"),
     (["controller", "--pid", "1", "--pidfile", "{file}"], 2, "one of them"),
-    (["controller", "--pid", "{self}"], 2, "is not a gunicorn master"),
+    (["controller", "--pid", "{self}"], 2, "is not a gunicorn or uvicorn master"),
     (["controller", "--pid", "1", "--signal", "KILL"], 2, "--signal: unknown signal 'KILL'"),
     (["controller", "--pid", "1", "--interval", "-1"], 2, "--term-interval: must be at least 0"),
     (["controller", "--pid", "1", "--metrics-port", "x"], 2, "--metrics-port: expected a whole number"),

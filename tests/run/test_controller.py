@@ -93,7 +93,7 @@ def test_a_worker_that_exited_is_not_verified_again(start_target):
 
 
 def test_not_a_gunicorn_master_is_refused():
-    with pytest.raises(UsageError, match="not a gunicorn master"):
+    with pytest.raises(UsageError, match="not a gunicorn or uvicorn master"):
         GunicornMaster(psutil.Process().pid)
 
 

@@ -18,6 +18,8 @@ import json
 import os
 from urllib.parse import parse_qs
 
+import handshake_chaos_ready
+
 HOLD_DEFAULT_SECONDS = float(os.environ.get("HANDSHAKE_CHAOS_HOLD_DEFAULT", "2.0"))
 KEEP_DEFAULT_SECONDS = float(os.environ.get("HANDSHAKE_CHAOS_KEEP_DEFAULT", "1.0"))
 # Bounds keep one client from parking a worker forever with a huge query value.
@@ -43,6 +45,7 @@ async def _lifespan(receive, send):
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
+            handshake_chaos_ready.mark()
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             await send({"type": "lifespan.shutdown.complete"})
