@@ -31,6 +31,8 @@ class KnownFailure:
     # ws implementation -> the first uvicorn release without it (None: still present there).
     fixed_in: Mapping[str, str | None] = field(default_factory=dict)
     noise: bool = False  # recognised, and not a handshake-time shutdown error
+    # Judged whatever the record's level (a server that logs this failure as a warning).
+    any_level: bool = False
 
     def fixed_for(self, ws: str) -> str | None:
         return self.fixed_in.get(ws)
@@ -44,8 +46,11 @@ def _entry(
     component: str = "uvicorn",
     fixed_in: Mapping[str, str | None] | None = None,
     noise: bool = False,
+    any_level: bool = False,
 ) -> KnownFailure:
-    return KnownFailure(signature, re.compile(pattern), summary, reference, component, dict(fixed_in or {}), noise)
+    return KnownFailure(
+        signature, re.compile(pattern), summary, reference, component, dict(fixed_in or {}), noise, any_level
+    )
 
 
 CATALOG: tuple[KnownFailure, ...] = (
@@ -107,6 +112,15 @@ CATALOG: tuple[KnownFailure, ...] = (
         "https://github.com/encode/uvicorn/pull/1950 (--timeout-graceful-shutdown, 0.24.0)",
     ),
     _entry(
+        "gunicorn_asgi_forced_close",
+        r"Forcing close of \d+ connections",
+        "gunicorn's ASGI worker: connections still open at the graceful timeout are closed; a handshake "
+        "still pending then is answered HTTP 403 (logged as a warning)",
+        "https://github.com/benoitc/gunicorn/blob/master/gunicorn/workers/gasgi.py (_shutdown; gunicorn >= 24)",
+        component="gunicorn",
+        any_level=True,
+    ),
+    _entry(
         "websockets_1138_closing_transport_closed",
         r"RuntimeError: unable to perform operation on <\w*Transport closed=True",
         "websockets: closing handshake writes to a transport the shutdown already closed",
@@ -157,6 +171,11 @@ def entry(signature: str) -> KnownFailure | None:
 def reference(signature: str) -> str | None:
     found = _BY_SIGNATURE.get(signature)
     return found.reference if found else None
+
+
+def judged_at_any_level(text: str) -> bool:
+    """A record below ERROR that still shows a catalogued failure (one its server logs as a warning)."""
+    return any(entry.any_level and entry.pattern.search(text) for entry in CATALOG)
 
 
 def match(text: str) -> tuple[KnownFailure, str] | None:

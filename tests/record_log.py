@@ -24,6 +24,7 @@ from pathlib import Path
 
 from chaos.load.client import hold_handshake
 from chaos.load.ledger import HandshakeLedger
+from chaos.results import SERVER_FAMILIES, ServerFamily
 from chaos.run.controller import ControllerConfig, RollingTermController
 from chaos.target.environments import ReleaseSpec, build_environment
 from chaos.target.launcher import Target, TargetConfig
@@ -39,6 +40,8 @@ def record(
     cache: Path | None,
     with_packages: tuple[str, ...] = (),
     log_config: Path | None = None,
+    server: ServerFamily = "gunicorn-uvicorn",
+    graceful_timeout: int = 5,
 ) -> None:
     library = "wsproto" if ws == "wsproto" else "websockets"
     spec = ReleaseSpec(uvicorn=uvicorn, ws_library=library, with_packages=with_packages)
@@ -55,9 +58,10 @@ def record(
             python=environment.python,
             ws=ws,
             workers=2,
-            graceful_timeout=5,
+            graceful_timeout=graceful_timeout,
             run_dir=run_dir,
             log_config_json=log_config_json,
+            server=server,
         )
         with Target(config) as target:
             ledger = HandshakeLedger()
@@ -80,7 +84,10 @@ def record(
                 client.join(timeout=hold + 30)
             time.sleep(0.5)  # the master's last lines about the exit
             shutil.copyfile(error_log, out)
-    print(f"{out}: uvicorn {uvicorn} {ws}, worker {oldest} TERMed holding {held} of {handshakes} pending handshakes")
+    print(
+        f"{out}: uvicorn {uvicorn} {ws} ({server}), worker {oldest} TERMed holding {held} of {handshakes} pending"
+        " handshakes"
+    )
 
 
 def main() -> None:
@@ -93,6 +100,8 @@ def main() -> None:
     parser.add_argument("--cache-dir", type=Path)
     parser.add_argument("--with", dest="with_packages", action="append", default=[])
     parser.add_argument("--log-config-json", type=Path)
+    parser.add_argument("--server", default="gunicorn-uvicorn", choices=SERVER_FAMILIES)
+    parser.add_argument("--graceful-timeout", type=int, default=5)
     args = parser.parse_args()
     record(
         args.out,
@@ -103,6 +112,8 @@ def main() -> None:
         args.cache_dir,
         tuple(args.with_packages),
         args.log_config_json,
+        args.server,
+        args.graceful_timeout,
     )
 
 

@@ -35,6 +35,9 @@ _MASTER_EVENTS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"^Shutting down: Master|^Stopping parent process"), "master_shutdown"),
     (re.compile(r"^Reason: "), "master_halt_reason"),
 )
+# A worker's own first line of its shutdown: uvicorn's, and gunicorn's ASGI worker's.
+_SHUTTING_DOWN = re.compile(r"^(?:Shutting down|Worker shutting down\.\.\.)$")
+_SPAWNED_WORKER_CRASH = re.compile(r"^Process SpawnProcess-\d+:$", re.MULTILINE)
 _EXCEPTION_LINE = re.compile(r"^([A-Za-z_][\w.]*)(?::|$)")
 _SHUTDOWN_SIGNALS = {"SIGTERM", "SIGINT", "SIGQUIT", "15", "2", "3"}
 # A worker leaves several lines as it goes; the most severe names how it exited.
@@ -84,6 +87,9 @@ class Classifier:
                 found.append((catalog.ERROR_LOGGED, record.message.strip(), None))
         if "Exception in worker process" in record.message:
             found.append((catalog.WORKER_CRASH, record.message.strip(), None))
+        elif spawned := _SPAWNED_WORKER_CRASH.search(record.text):
+            # uvicorn's supervisor: multiprocessing prints the worker's last exception to stderr.
+            found.append((catalog.WORKER_CRASH, spawned.group(0), None))
         return found
 
     def _generic_signature(self, exception_type: str) -> str:
@@ -150,9 +156,9 @@ class ServerDetector:
         if self._about_a_worker(record) or self._master_event(record):
             return
         pid = record.pid
-        if pid is not None and record.message.strip() == "Shutting down":
+        if pid is not None and _SHUTTING_DOWN.match(record.message.strip()):
             self._windows.setdefault(pid, (record.generation, record.offset))
-        if not record.is_error:
+        if not record.is_error and not catalog.judged_at_any_level(record.text):
             exiting = _WORKER_EXITING.search(record.message)
             if exiting:
                 self._exit(int(exiting.group(1) or exiting.group(2)), "clean")

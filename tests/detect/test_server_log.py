@@ -28,6 +28,11 @@ RECORDED = {
     },
     "uvicorn-0.29.0-wsproto-term.log": {"uvicorn_accept_after_shutdown_rejection": 5},
     "uvicorn-0.20.0-wsproto-term.log": {},
+    # The late accept, still in 0.52.0 and gone in 0.52.1 (27 handshakes pending at the TERM).
+    "uvicorn-0.52.0-wsproto-term.log": {"uvicorn_accept_after_shutdown_rejection": 6},
+    "uvicorn-0.52.1-wsproto-term.log": {},
+    # gunicorn's own ASGI worker with --graceful-timeout 1: pending handshakes outlast it.
+    "gunicorn-asgi-26.2.0-term-graceful-1.log": {"gunicorn_asgi_forced_close": 1},
 }
 
 
@@ -335,3 +340,39 @@ def test_records_without_a_pid_go_to_the_worker_shutting_down_and_ambiguity_is_c
     assert found["shutdown_exception_value_error"] == 2
     assert detector.ambiguous_errors == 1 and detector.unattributed_errors == 0
     assert detector.exit_kind(11) == "clean"
+
+
+def test_a_real_json_log_through_gunicorns_log_config_json():
+    """uvicorn 0.29.0 under gunicorn 21.2.0 with --log-config-json and python-json-logger."""
+    from chaos.detect.logfollow import JsonFormat
+
+    found, detector = _detect_with(DATA / "uvicorn-0.29.0-wsproto-term-json.log", JsonFormat())
+    detector.drain()
+    assert dict(found) == {"uvicorn_accept_after_shutdown_rejection": 6}
+    # The master said how it ended: it had been sent TERM.
+    assert detector.unattributed_errors == 0 and detector.exit_kind(26266) == "signalled"
+
+
+def test_a_real_log_without_pids_is_attributed_to_the_worker_the_controller_signalled(tmp_path):
+    """The same release logging plain text with no [pid]: the controller's window names the worker."""
+    from chaos.detect.logfollow import PlainFormat
+
+    recorded = (DATA / "uvicorn-0.29.0-wsproto-term-plain.log").read_bytes()
+    signalled_at = recorded.index(b"uvicorn.error: Shutting down\n")
+    log = tmp_path / "error.log"
+    log.write_bytes(recorded[:signalled_at])  # the log as it stood when the controller signalled
+    found, detector = _detect_with(log, PlainFormat())
+    detector.drain()
+    detector.open_window(26302)  # as the controller does: that worker's window opens at the log's end
+    with log.open("ab") as handle:
+        handle.write(recorded[signalled_at:])
+    detector.drain()
+    assert dict(found) == {"uvicorn_accept_after_shutdown_rejection": 10}
+    assert detector.unattributed_errors == 0 and detector.ambiguous_errors == 0
+
+
+def test_uvicorns_own_supervisor_with_the_1737_guard_undone():
+    """A crash under ``uvicorn --workers``: its traceback reaches the log through the worker's stderr."""
+    found, detector = _detect(DATA / "uvicorn-0.54.0-1737-undone-uvicorn-workers-term.log")
+    assert dict(found) == {"uvicorn_596_wsproto_close_during_handshake": 5, "worker_crash_during_shutdown": 1}
+    assert detector.exit_kind(25914) == "crash" and detector.unattributed_errors == 0
