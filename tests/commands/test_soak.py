@@ -107,6 +107,8 @@ def test_soak_of_your_own_app_with_the_probe_mounted(tmp_path):
         (["--ws", "tornado"], 2, "unknown implementation"),
         (["--duration", "soon"], 2, "bad duration"),
         (["--uvicorn", "0.19.0", "--ws", "websockets-sansio"], 2, "has no ws implementation"),
+        (["--uvicorn", "0.19.0", "--server", "uvicorn-workers"], 2, "needs uvicorn 0.30.0 or later"),
+        (["--uvicorn", "0.19.0", "--server", "gunicorn-asgi"], 2, "needs gunicorn 24.0 or later"),
     ],
 )
 def test_soak_bad_input(tmp_path, release_cache, args, code, message):
@@ -334,22 +336,59 @@ def test_the_newest_uvicorn_with_wsproto_passes_through_the_master(tmp_path, mod
     assert_gone(summary["target"]["pids"])
 
 
-def test_a_fix_undone_in_the_newest_source_tree_is_reported_as_a_regression(tmp_path, release_cache):
-    """A maintainer's tree of the newest release with #1737's guard undone: #596 is back, and said so."""
+@pytest.mark.parametrize("server", ["gunicorn-uvicorn", "uvicorn-workers"])
+def test_a_fix_undone_in_the_newest_source_tree_is_reported_as_a_regression(tmp_path, release_cache, server):
+    """A maintainer's tree of the newest release with #1737's guard undone: #596 is back, and said so,
+    under gunicorn and under uvicorn's own supervisor alike."""
     from tests.patched_release import patched_tree
 
     tree = patched_tree(tmp_path / "src")
     report = tmp_path / "report"
     done = _run(
-        ["soak", "--uvicorn", str(tree), "--ws", "wsproto", "--duration", "30s", "--users", "30", *FAST]
-        + ["--until-verdict", "--report-dir", str(report), "--cache-dir", str(release_cache)],
+        ["soak", "--uvicorn", str(tree), "--ws", "wsproto", "--server", server, "--duration", "30s", "--users", "30"]
+        + [*FAST, "--until-verdict", "--report-dir", str(report), "--cache-dir", str(release_cache)],
         tmp_path,
     )
     assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
     summary = read_summary(report / "summary.json")
+    assert summary["server"] == server
     [row] = [r for r in summary["errors"] if r["signature"] == "uvicorn_596_wsproto_close_during_handshake"]
     assert row["regression_fixed_in"] == "0.20.0" and row["count"] > 0
     line = "regression of https://github.com/encode/uvicorn/issues/596 (fixed by PR #1737), fixed in 0.20.0"
     assert line in done.stderr  # the console, the first time it is seen
     assert line in done.stdout  # the summary printed at the end
     assert line in (report / "report.md").read_text() and line in (report / "report.html").read_text()
+
+
+@pytest.mark.parametrize(("server", "mode"), [("uvicorn-workers", "master-hup"), ("gunicorn-asgi", "worker-term")])
+def test_the_newest_release_under_the_other_server_families_passes(tmp_path, server, mode):
+    report = tmp_path / "report"
+    done = _run(
+        ["soak", "--server", server, "--mode", mode, "--duration", "40s", "--users", "40", *FAST]
+        + ["--until-verdict", "--evidence-signals", "3", "--evidence-pending", "5", "--report-dir", str(report)],
+        tmp_path,
+    )
+    summary = read_summary(report / "summary.json")
+    assert done.returncode == 0, (summary["gate"], summary["errors"], done.stderr[-1500:])
+    assert summary["server"] == server and summary["stop_reason"].startswith("verdict settled: pass")
+    assert summary["ws"] == ("gunicorn" if server == "gunicorn-asgi" else "wsproto")
+    assert_gone(summary["target"]["pids"])
+
+
+def test_a_deployment_logging_json_through_its_own_log_config(tmp_path, release_cache):
+    """gunicorn's --log-config-json with python-json-logger, as production deployments log."""
+    error_log = tmp_path / "json-error.log"
+    template = (Path(__file__).resolve().parent.parent / "data" / "log-configs" / "json.json").read_text()
+    config = tmp_path / "log-config.json"
+    config.write_text(template.replace("ERROR_LOG", str(error_log)))
+    report = tmp_path / "report"
+    done = _run(
+        ["soak", "--uvicorn", "0.29.0", "--ws", "wsproto", "--with", "python-json-logger", "--duration", "30s"]
+        + ["--log-config-json", str(config), "--server-log", str(error_log), "--log-format", "json"]
+        + ["--users", "30", *FAST, "--until-verdict", "--report-dir", str(report), "--cache-dir", str(release_cache)],
+        tmp_path,
+    )
+    assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
+    summary = read_summary(report / "summary.json")
+    assert _signatures(summary).get("uvicorn_accept_after_shutdown_rejection", 0) > 0
+    assert error_log.read_text().startswith("{") and summary["unattributed_server_errors"] == 0

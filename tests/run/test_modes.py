@@ -153,3 +153,22 @@ def test_a_master_that_is_gone_is_never_signalled(start_target):
     controller = RollingTermController(old, ControllerConfig(mode="master-term"), deployment=Stale())
     assert controller.step(threading.Event()) is None
     assert controller.state.records == []
+
+
+@pytest.mark.parametrize("mode", ["worker-term", "master-hup", "master-term"])
+def test_uvicorns_own_supervisor_under_each_of_its_modes(start_target, mode):
+    target = start_target(server="uvicorn-workers", workers=2, graceful_timeout=2)
+    first = target.master
+    original = [w.pid for w in first.workers()]
+    config = ControllerConfig(interval=0.1, jitter=0, max_signals=1, mode=mode)
+    state = RollingTermController(first, config, deployment=target).run(threading.Event())
+    [record] = state.records
+    assert record.replacement_seconds is not None, "the deployment did not recover"
+    reached = original[:1] if mode == "worker-term" else original
+    assert not _alive(reached)
+    if mode == "master-term":
+        assert not first.is_alive() and target.master is not None and target.master.pid == record.replacement_pid
+    else:
+        assert first.is_alive() and target.master.pid == first.pid
+    wait_until(lambda: len(target.master.workers()) == 2, 30, "two workers again")
+    assert all(target.master.ready(w.pid) for w in target.master.workers())

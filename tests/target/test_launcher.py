@@ -106,3 +106,21 @@ def test_the_worker_class_pairing_rule(uvicorn, uvicorn_worker, base):
     from chaos.target.launcher import paired_worker_base
 
     assert paired_worker_base(uvicorn, uvicorn_worker) == base
+
+
+@pytest.mark.parametrize("server", ["uvicorn-workers", "gunicorn-asgi"])
+def test_every_server_family_starts_says_when_each_worker_is_ready_serves_and_stops(start_target, server):
+    target = start_target(server=server, workers=2, ws="wsproto")
+    master = target.master
+    workers = [w.pid for w in master.workers()]
+    assert len(workers) == 2 and target.worker_base() == server
+    # Readiness came from each worker's own lifespan startup, not from a timer.
+    assert sorted(p.name for p in target.ready_dir.iterdir()) == sorted(f"ready-{pid}" for pid in workers)
+    assert all(master.ready(pid) for pid in workers)
+    assert hold_handshake(f"{target.url}/ws/probe?hold=0.2&keep=5", keep_open=0.2).outcome == ACCEPTED
+    # Both log as gunicorn does ([time] [pid] [LEVEL]): one parser for every family.
+    assert f"[{workers[0]}] [INFO]" in target.error_log.read_text()
+    port = target.port
+    target.stop()
+    assert_gone([master.pid, *workers])
+    assert port_is_free(port)
