@@ -135,7 +135,8 @@ def panels() -> list[dict[str, Any]]:
             (16, 0, 8, 9),
             [
                 _target(
-                    f"max by (release, ws, mode, server, uvicorn, gunicorn, python, websockets, wsproto, h11, worker_class) "
+                    "max by (release, ws, mode, server, uvicorn, gunicorn, python, websockets, wsproto, h11, "
+                    "worker_class) "
                     f"(handshake_chaos_target_info{{{SELECTOR}}})",
                     instant=True,
                     table=True,
