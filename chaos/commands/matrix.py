@@ -31,6 +31,7 @@ from chaos.results import (
     Mode,
     ServerFamily,
 )
+from chaos.run.controller import SERVER_MODES
 from chaos.target.environments import parse_version
 from chaos.target.launcher import WS_IMPLEMENTATIONS
 
@@ -121,7 +122,7 @@ class MatrixConfig:
         if matrix.baseline_release is not None and matrix.baseline_release not in matrix.releases:
             raise UsageError(f"--baseline-release {matrix.baseline_release} is not among --uvicorn")
         for release, ws, mode, server in self.plan():
-            if release == matrix.releases[0]:
+            if release == matrix.releases[0] and mode in SERVER_MODES[server]:
                 self.cell(release, ws, mode, server).validate()
 
     def plan(self) -> list[tuple[str, str, Mode, ServerFamily]]:
@@ -164,6 +165,11 @@ def run_matrix(config: MatrixConfig, stop: StopFlag | None = None) -> MatrixResu
         step = f"[{index}/{len(plan)}] {release} {ws} {mode}" + ("" if server == DEFAULT_SERVER else f" {server}")
         if stop.signum is not None:
             cells.append(MatrixCell.not_run(release, ws, "skipped", "interrupted before this cell", mode, server))
+            continue
+        if mode not in SERVER_MODES[server]:
+            reason = f"--mode {mode} does not apply to --server {server}"
+            cells.append(MatrixCell.not_run(release, ws, "skipped", reason, mode, server))
+            print(f"{step}: skipped ({reason})", flush=True)
             continue
         try:
             prepared = prepare(soak)
