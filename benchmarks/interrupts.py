@@ -86,6 +86,9 @@ def one_run(index: int, rng: random.Random, workdir: Path) -> bool:
 
 
 def main() -> int:
+    # Started in the background, this process (and every soak it starts) would ignore SIGINT.
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     runs = int(sys.argv[1]) if len(sys.argv) > 1 else 20
     rng = random.Random()
     with tempfile.TemporaryDirectory(prefix="handshake-chaos-interrupts-") as workdir:

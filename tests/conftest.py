@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import signal
 import socket
 import sys
 import time
@@ -132,6 +133,14 @@ def read_summary(path: Path) -> dict:  # type: ignore[type-arg]
     schema = json.loads((ROOT / "docs" / "summary.schema.json").read_text())
     jsonschema.validate(summary, schema)
     return summary  # type: ignore[no-any-return]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The tests press Ctrl-C on the processes they start, as a user at a terminal would. A test run
+    started in the background by a non-interactive shell inherits SIGINT ignored, and so would every
+    process it starts (an ignored signal stays ignored across exec): give them the terminal's default."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
