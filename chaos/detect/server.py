@@ -67,15 +67,12 @@ class Classifier:
     def __init__(self) -> None:
         self._generic: set[str] = set()
 
-    def noise(self, record: LogRecord) -> str | None:
-        """The noise signature of a record that is recognised and is not a shutdown error, else None."""
-        known = catalog.match(record.text)
-        return known[0].signature if known is not None and known[0].noise else None
-
-    def classify(self, record: LogRecord) -> list[tuple[str, str, str | None]]:
-        """(signature, example line, reference) for each failure the record shows."""
+    def classify(
+        self, record: LogRecord, known: tuple[catalog.KnownFailure, str] | None
+    ) -> list[tuple[str, str, str | None]]:
+        """(signature, example line, reference) for each failure the record shows; ``known`` is its
+        catalogue match (``catalog.match``), looked up once by the caller."""
         found: list[tuple[str, str, str | None]] = []
-        known = catalog.match(record.text)
         if known is not None:
             entry, line = known
             found.append((entry.signature, line.strip(), entry.reference))
@@ -163,9 +160,9 @@ class ServerDetector:
             if exiting:
                 self._exit(int(exiting.group(1) or exiting.group(2)), "clean")
             return
-        noise = self.classifier.noise(record)
-        if noise is not None:
-            self._noise[noise] += 1
+        known = catalog.match(record.text)
+        if known is not None and known[0].noise:
+            self._noise[known[0].signature] += 1
             return
         if pid is None:
             pid = self._attribute(record)
@@ -173,7 +170,7 @@ class ServerDetector:
         if window is None or (record.generation, record.offset) < window:
             self.unattributed_errors += 1
             return
-        for signature, example, reference in self.classifier.classify(record):
+        for signature, example, reference in self.classifier.classify(record, known):
             if signature == catalog.WORKER_CRASH:
                 self._exit(pid, "crash")  # type: ignore[arg-type]
             self.on_error(DetectedError("server", signature, example, reference, pid))

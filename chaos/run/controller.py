@@ -203,32 +203,10 @@ class RollingTermController:
         if not all(self.master.verify_worker(worker) for worker in reached):
             self.state.lost_targets += 1
             return None
-        record = SignalRecord(
-            id=len(self.state.records) + 1,
-            time=snapshot_time,
-            worker_pid=reached[0].pid,
-            role=spec.role,
-            signal=spec.signal,
-            pending=0,
-            dry_run=self.config.dry_run,
-            mode=self.config.mode,
-            master_pid=self.master.pid,
-        )
-        if not self.config.dry_run and not self._send(spec.signal, spec.role, reached[0]):
-            self.state.lost_targets += 1
+        target = self.master.process() if spec.role == "master" else reached[0]
+        record = self._fire(spec.role, spec.signal, target, self.master, reached, peers, snapshot_time)
+        if record is None:
             return None
-        self.state.records.append(record)
-        if self.on_signal is not None:
-            pending = self.on_signal(record, peers)
-            if pending is not None:
-                record.pending = pending
-        verb = "would send" if record.dry_run else "sent"
-        if spec.role == "master":
-            workers_reached = ", ".join(str(worker.pid) for worker in reached)
-            whom = f"master {self.master.pid}, reaching worker {workers_reached}"
-        else:
-            whom = f"worker {record.worker_pid}"
-        log.info("%s %s to %s (%d pending)", verb, record.signal, whom, record.pending)
         if record.dry_run:
             return record
         self._await_recovery(record, reached, {w.pid for w in workers}, len(workers), stop)
@@ -257,35 +235,9 @@ class RollingTermController:
         if not reached or not old.is_alive() or not all(old.verify_worker(worker) for worker in reached):
             self.state.lost_targets += 1
             return None
-        record = SignalRecord(
-            id=len(self.state.records) + 1,
-            time=snapshot_time,
-            worker_pid=reached[0].pid,
-            role="master",
-            signal=spec.signal,
-            pending=0,
-            dry_run=self.config.dry_run,
-            mode=self.config.mode,
-            master_pid=old.pid,
-        )
-        if not self.config.dry_run and not _signal(old.process(), spec.signal):
-            self.state.lost_targets += 1
+        record = self._fire("master", spec.signal, old.process(), old, reached, peers, snapshot_time)
+        if record is None:
             return None
-        self.state.records.append(record)
-        if self.on_signal is not None:
-            pending = self.on_signal(record, peers)
-            if pending is not None:
-                record.pending = pending
-        verb = "would send" if record.dry_run else "sent"
-        workers_reached = ", ".join(str(worker.pid) for worker in reached)
-        log.info(
-            "%s %s to master %d, reaching worker %s (%d pending)",
-            verb,
-            spec.signal,
-            old.pid,
-            workers_reached,
-            record.pending,
-        )
         if record.dry_run:
             return record
         started = time.monotonic()
@@ -311,9 +263,44 @@ class RollingTermController:
             self.on_replaced(record)
         return record
 
-    def _send(self, name: str, role: Role, worker: psutil.Process) -> bool:
-        """psutil re-checks the create time before signalling: the last guard against pid reuse."""
-        return _signal(self.master.process() if role == "master" else worker, name)
+    def _fire(
+        self,
+        role: Role,
+        name: str,
+        target: psutil.Process,
+        master: GunicornMaster,
+        reached: list[psutil.Process],
+        peers: dict[int, frozenset[Address]],
+        snapshot_time: float,
+    ) -> SignalRecord | None:
+        """Sends ``name`` to ``target`` (or, in dry-run, only says so) and records it with its exposure;
+        None when the target is gone by then (psutil re-checks its create time: a reused pid is never signalled)."""
+        record = SignalRecord(
+            id=len(self.state.records) + 1,
+            time=snapshot_time,
+            worker_pid=reached[0].pid,
+            role=role,
+            signal=name,
+            pending=0,
+            dry_run=self.config.dry_run,
+            mode=self.config.mode,
+            master_pid=master.pid,
+        )
+        if not self.config.dry_run and not _signal(target, name):
+            self.state.lost_targets += 1
+            return None
+        self.state.records.append(record)
+        if self.on_signal is not None:
+            pending = self.on_signal(record, peers)
+            if pending is not None:
+                record.pending = pending
+        if role == "master":
+            whom = f"master {master.pid}, reaching worker {', '.join(str(worker.pid) for worker in reached)}"
+        else:
+            whom = f"worker {record.worker_pid}"
+        verb = "would send" if record.dry_run else "sent"
+        log.info("%s %s to %s (%d pending)", verb, name, whom, record.pending)
+        return record
 
     def _await_recovery(
         self,
@@ -332,7 +319,7 @@ class RollingTermController:
             if record.worker_exit_seconds is None and not any(_alive(worker) for worker in reached):
                 record.worker_exit_seconds = time.monotonic() - started
             if record.worker_exit_seconds is not None and not restored:
-                restored = self._send(spec.restore or "", "master", reached[0])
+                restored = _signal(self.master.process(), spec.restore or "")
                 if restored:
                     log.info("sent %s to master %d", spec.restore, self.master.pid)
             workers = self.master.workers()

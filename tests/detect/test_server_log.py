@@ -88,7 +88,7 @@ def test_arbitrary_bytes_never_crash_the_parser_or_classifier(blob):
     parser = RecordParser()
     classifier = Classifier()
     for record in parser.feed(blob) + parser.flush():
-        assert classifier.classify(record)
+        assert classifier.classify(record, catalog.match(record.text))
 
 
 @settings(max_examples=100, suppress_health_check=[HealthCheck.too_slow])
@@ -194,7 +194,7 @@ def test_generic_signatures_stay_bounded():
     for index in range(100):
         text = f"[t] [1] [ERROR] x\nTraceback (most recent call last):\nOdd{index}Error: nope"
         record = LogRecord(1, "ERROR", "x", text, 0, 0)
-        signatures.update(signature for signature, _, _ in classifier.classify(record))
+        signatures.update(signature for signature, _, _ in classifier.classify(record, catalog.match(record.text)))
     assert len(signatures) <= 26 and catalog.EXCEPTION_OTHER in signatures
 
 
