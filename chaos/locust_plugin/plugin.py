@@ -22,6 +22,7 @@ import logging
 import random
 import signal
 import sys
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -193,10 +194,10 @@ def _on_test_start(environment: Any, **_kwargs: Any) -> None:
         _PART.session.start_controller()
         if _PART.options.until_verdict and _PART.verdict_watch is None:
             _PART.stop_reason = None
-            _PART.verdict_watch = gevent.spawn(_watch_verdict, environment)
+            _PART.verdict_watch = gevent.spawn(_watch_verdict, environment, time.time())
 
 
-def _watch_verdict(environment: Any) -> None:
+def _watch_verdict(environment: Any, test_started: float) -> None:
     """--until-verdict: ends the test as soon as its verdict can no longer change.
 
     Headless, that ends the run (Locust quits, as at the end of --run-time); in the web UI it
@@ -210,7 +211,7 @@ def _watch_verdict(environment: Any) -> None:
                 return
             if not _PART.options.until_verdict:
                 continue  # turned off in the web UI's form for this test
-            reason = session.settled_verdict()
+            reason = session.settled_verdict(test_started)
             if reason is not None:
                 _PART.stop_reason = reason
                 log.info("handshake-chaos: %s; stopping the run", reason)

@@ -70,6 +70,7 @@ def settled(
     policy: GatePolicy,
     evidence: EvidencePolicy,
     last_error_time: float | None = None,
+    since: float = 0.0,
 ) -> str | None:
     """Why the verdict can no longer change (the run may stop now), or None while it still can.
 
@@ -78,10 +79,14 @@ def settled(
     windows of the signals that could have found its errors (those sent before the last error
     was counted, ``last_error_time``) to have settled; a pass needs its evidence settled. Windows
     of later signals may still be open: the controller keeps its rate, so one nearly always is.
+    Only the test under way counts (signals and errors from ``since`` on: a new Start in the web
+    UI is not stopped by the evidence of the test before it).
     """
-    sent = [record for record in records if not record.dry_run]
+    sent = [record for record in records if not record.dry_run and record.time >= since]
     result = decide(error_rows, 0, policy)
     if result.verdict == "fail":
+        if last_error_time is None or last_error_time < since:
+            return None
         finders = [record for record in sent if last_error_time is None or record.time <= last_error_time]
         if any(not record.settled for record in finders):
             return None

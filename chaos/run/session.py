@@ -326,14 +326,15 @@ class ChaosSession:
         signals = self.controller_state.summary()
         return decide(self.totals.error_rows(), signals.landed_with_pending, self.options.gate_policy(), interrupted_by)
 
-    def settled_verdict(self) -> str | None:
-        """Why the verdict can no longer change (``--until-verdict`` stops the run), or None."""
+    def settled_verdict(self, since: float = 0.0) -> str | None:
+        """Why the verdict of the test started at ``since`` can no longer change (``--until-verdict``), or None."""
         return settled(
             self.totals.error_rows(),
             self.records(),
             self.options.gate_policy(),
             self.options.evidence_policy(),
             self.totals.last_error_time,
+            since,
         )
 
     def summary(self, interrupted_by: int | None = None, stop_reason: str | None = None) -> RunSummary:

@@ -83,3 +83,11 @@ def test_errors_within_the_allowances_do_not_settle_a_fail_and_do_not_block_a_pa
     strong = [_record(n, 10) for n in range(1, 4)]
     reason = settled([_596_ROW], strong, allowed, _EVIDENCE)
     assert reason is not None and "pass" in reason
+
+
+def test_only_the_test_under_way_counts():
+    """A new Start in the web UI is not stopped by what the test before it settled."""
+    earlier = [_record(n, 10) for n in range(1, 4)]  # times 1.0, 2.0, 3.0
+    assert settled([], earlier, GatePolicy(), _EVIDENCE, since=3.5) is None
+    assert settled([_596_ROW], earlier, GatePolicy(), _EVIDENCE, last_error_time=2.5, since=3.5) is None
+    assert settled([], earlier, GatePolicy(), _EVIDENCE, since=1.0) is not None
