@@ -22,9 +22,9 @@ import time  # noqa: E402
 import gevent  # noqa: E402
 import psutil  # noqa: E402
 
+from chaos.deployment.launcher import Deployment, DeploymentConfig  # noqa: E402
 from chaos.load.client import hold_handshake  # noqa: E402
 from chaos.load.ledger import HandshakeLedger  # noqa: E402
-from chaos.target.launcher import Target, TargetConfig  # noqa: E402
 
 
 def main() -> None:
@@ -32,7 +32,7 @@ def main() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     me = psutil.Process()
-    with Target(TargetConfig(workers=2, graceful_timeout=1)) as target:
+    with Deployment(DeploymentConfig(workers=2, graceful_timeout=1)) as target:
         ledger = HandshakeLedger()
         url = f"{target.url}/ws/probe?hold=60&keep=1"
         fds_before, rss_before = me.num_fds(), me.memory_info().rss

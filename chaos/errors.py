@@ -8,7 +8,7 @@ from chaos.results import ExitCode
 class ChaosError(Exception):
     """Root of every error handshake-chaos reports to a user as one line."""
 
-    exit_code: ExitCode = ExitCode.TARGET
+    exit_code: ExitCode = ExitCode.NOT_STARTED
 
 
 class UsageError(ChaosError):
@@ -17,7 +17,7 @@ class UsageError(ChaosError):
     exit_code = ExitCode.USAGE
 
 
-class TargetError(ChaosError):
+class DeploymentError(ChaosError):
     """The target or its environment could not be built, started or found."""
 
-    exit_code = ExitCode.TARGET
+    exit_code = ExitCode.NOT_STARTED

@@ -46,16 +46,21 @@ class ExitCode(IntEnum):
     FAIL = 1
     USAGE = 2
     INCONCLUSIVE = 3
-    TARGET = 4
+    NOT_STARTED = 4
     SIGINT = 130
     SIGTERM = 143
+
+    @classmethod
+    def of_signal(cls, signum: int) -> int:
+        """A run stopped by a signal exits as a shell reports it: 128 + the signal's number."""
+        return 128 + signum
 
 
 VERDICT_EXIT_CODES: dict[Verdict, ExitCode] = {
     "pass": ExitCode.PASS,
     "fail": ExitCode.FAIL,
     "inconclusive": ExitCode.INCONCLUSIVE,
-    "error": ExitCode.TARGET,
+    "error": ExitCode.NOT_STARTED,
     "interrupted": ExitCode.SIGINT,
 }
 
@@ -347,7 +352,7 @@ class RunSummary(JsonRecord):
     duration_seconds: float = 0.0
     started: float = 0.0  # wall-clock time the run started; signal records' times are wall-clock too
     timeline: list[TimelinePoint] = field(default_factory=list)
-    server: ServerFamily = "gunicorn-uvicorn"
+    server: ServerFamily = DEFAULT_SERVER
     soak: SoakRun | None = None
     stop_reason: str | None = None  # why the run ended when it did (its time, a signal, a settled verdict)
     master_events: dict[str, int] = field(default_factory=dict)  # the masters' own log lines, by event
@@ -403,7 +408,7 @@ class MatrixCell(JsonRecord):
     new_signatures: list[str] = field(default_factory=list)
     mode: Mode = "worker-term"
     stop_reason: str | None = None
-    server: ServerFamily = "gunicorn-uvicorn"
+    server: ServerFamily = DEFAULT_SERVER
 
     @classmethod
     def not_run(

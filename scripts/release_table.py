@@ -19,10 +19,10 @@ from pathlib import Path
 
 from packaging.version import Version
 
+from chaos.deployment.environments import ReleaseSpec, build_environment, published_versions
+from chaos.deployment.launcher import Deployment, DeploymentConfig
 from chaos.errors import ChaosError
 from chaos.load.client import ACCEPTED, hold_handshake
-from chaos.target.environments import ReleaseSpec, build_environment, published_versions
-from chaos.target.launcher import Target, TargetConfig
 
 FIRST_MINOR = Version("0.19.0")
 
@@ -43,8 +43,8 @@ def row(release: str) -> list[str]:
     try:
         environment = build_environment(ReleaseSpec(uvicorn=release))
         with tempfile.TemporaryDirectory(prefix="release-table-") as run_dir:
-            config = TargetConfig(python=environment.python, workers=1, run_dir=Path(run_dir), startup_timeout=30)
-            with Target(config) as target:
+            config = DeploymentConfig(python=environment.python, workers=1, run_dir=Path(run_dir), startup_timeout=30)
+            with Deployment(config) as target:
                 versions = target.versions
                 outcome = hold_handshake(f"{target.url}/ws/probe?hold=0&keep=0", keep_open=0.0).outcome
                 booted = "yes" if outcome == ACCEPTED else f"no: handshake {outcome}"
@@ -87,7 +87,7 @@ def main() -> int:
         "uvicorn 0.36.0 on the same day, so 0.36.0's resolution picks 0.3.0 and the launcher pairs it",
         "with `uvicorn.workers` instead. Measured: uvicorn 0.36.0's environment (uvicorn-worker 0.3.0)",
         'fails to boot with the uvicorn-worker class ("Worker failed to boot", gunicorn exit 3) and boots',
-        "with `uvicorn.workers`; `tests/target/test_environments.py` keeps that pairing honest.",
+        "with `uvicorn.workers`; `tests/deployment/test_environments.py` keeps that pairing honest.",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),

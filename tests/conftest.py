@@ -10,7 +10,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from chaos.target.launcher import Target, TargetConfig, read_versions
+from chaos.deployment.launcher import Deployment, DeploymentConfig, read_versions
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -46,13 +46,13 @@ def assert_gone(pids: list[int]) -> None:
 
 
 @pytest.fixture
-def start_target(tmp_path: Path) -> Iterator[Callable[..., Target]]:
+def start_deployment(tmp_path: Path) -> Iterator[Callable[..., Deployment]]:
     """Starts real gunicorn+uvicorn deployments; stops each one at teardown whatever happened."""
-    started: list[Target] = []
+    started: list[Deployment] = []
 
-    def start(**overrides: object) -> Target:
-        config = TargetConfig(run_dir=tmp_path / f"target-{len(started)}", **overrides)  # type: ignore[arg-type]
-        target = Target(config)
+    def start(**overrides: object) -> Deployment:
+        config = DeploymentConfig(run_dir=tmp_path / f"target-{len(started)}", **overrides)  # type: ignore[arg-type]
+        target = Deployment(config)
         started.append(target)
         return target.start()
 
@@ -149,6 +149,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "release_cache" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.real_release)
+            item.add_marker(pytest.mark.network)
+        if item.get_closest_marker("newest") is not None:
             item.add_marker(pytest.mark.network)
 
 

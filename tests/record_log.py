@@ -22,13 +22,13 @@ import threading
 import time
 from pathlib import Path
 
+from chaos.deployment.environments import ReleaseSpec, build_environment
+from chaos.deployment.launcher import Deployment, DeploymentConfig
+from chaos.deployment.processes import worker_peers
 from chaos.load.client import hold_handshake
 from chaos.load.ledger import HandshakeLedger
 from chaos.results import SERVER_FAMILIES, ServerFamily
 from chaos.run.controller import ControllerConfig, RollingTermController
-from chaos.target.environments import ReleaseSpec, build_environment
-from chaos.target.launcher import Target, TargetConfig
-from chaos.target.processes import worker_peers
 
 
 def record(
@@ -54,7 +54,7 @@ def record(
             configured = run_dir / "log-config.json"
             configured.write_text(log_config.read_text().replace("ERROR_LOG", str(error_log)))
             log_config_json = str(configured)
-        config = TargetConfig(
+        config = DeploymentConfig(
             python=environment.python,
             ws=ws,
             workers=2,
@@ -63,7 +63,7 @@ def record(
             log_config_json=log_config_json,
             server=server,
         )
-        with Target(config) as target:
+        with Deployment(config) as target:
             ledger = HandshakeLedger()
             url = f"{target.url}/ws/probe?hold={hold:g}&keep=1"
             clients = [

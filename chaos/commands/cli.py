@@ -18,6 +18,7 @@ from chaos import __version__
 from chaos.commands.matrix import MatrixConfig, MatrixSettings, run_matrix
 from chaos.commands.soak import SoakConfig, SoakSettings, locustfile, run_soak, soak_exit_code
 from chaos.commands.stopping import Interrupted, StopFlag
+from chaos.deployment.processes import GunicornMaster
 from chaos.detect.client import ClientRecorder
 from chaos.errors import ChaosError, UsageError
 from chaos.optionmodel import add_to_parser, build, option
@@ -27,7 +28,6 @@ from chaos.results import ExitCode
 from chaos.run.exposure import LocalExposure
 from chaos.run.options import ChaosOptions
 from chaos.run.session import ChaosSession
-from chaos.target.processes import GunicornMaster, read_pidfile
 
 log = logging.getLogger("handshake-chaos")
 
@@ -112,13 +112,10 @@ def run_locust(arguments: Sequence[str]) -> NoReturn:
 def run_controller(values: dict[str, Any]) -> int:
     settings = build(ControllerSettings, values, "controller")
     options = build(ChaosOptions, values, "controller")
-    if (options.target_pid is None) == (options.target_pidfile is None):
-        raise UsageError("give the gunicorn master as --pid or --pidfile (one of them)")
-    pid = options.target_pid if options.target_pid is not None else read_pidfile(options.target_pidfile or "")
-    master = GunicornMaster(pid)
+    master = GunicornMaster(options.master_pid())
     listening = master.listen_address()
     host = f"ws://{listening[0]}:{listening[1]}" if listening else "ws://127.0.0.1:0"
-    options.controller_config().validate(len(master.workers()))
+    options.check_workers(len(master.workers()))
     session = ChaosSession(options, host, exposure=LocalExposure(ClientRecorder(options.http_rejection_is_error)))
     stop = StopFlag(settings.duration).install()
     session.start()
@@ -137,7 +134,7 @@ def run_controller(values: dict[str, Any]) -> int:
         f"server-side errors: {sum(row.count for row in summary.errors)}",
         file=sys.stderr,
     )
-    return ExitCode.PASS if stop.signum is None else 128 + stop.signum
+    return ExitCode.PASS if stop.signum is None else ExitCode.of_signal(stop.signum)
 
 
 _COMMANDS = {

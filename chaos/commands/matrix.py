@@ -17,6 +17,9 @@ from pathlib import Path
 
 from chaos.commands.soak import SoakConfig, prepare, run_soak
 from chaos.commands.stopping import Interrupted, StopFlag
+from chaos.deployment.environments import parse_version
+from chaos.deployment.families import OWN_WS_LABELS, family
+from chaos.deployment.launcher import WS_IMPLEMENTATIONS
 from chaos.errors import ChaosError, UsageError
 from chaos.optionmodel import option
 from chaos.report.matrix_tables import write_all
@@ -31,9 +34,6 @@ from chaos.results import (
     Mode,
     ServerFamily,
 )
-from chaos.run.controller import SERVER_MODES
-from chaos.target.environments import parse_version
-from chaos.target.launcher import WS_IMPLEMENTATIONS
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ class MatrixConfig:
         for item in matrix.expect_fail:
             release, _, rest = item.partition(":")
             ws, _, mode = rest.partition(":")
-            if not release or (ws and ws not in (*WS_IMPLEMENTATIONS, "gunicorn")) or (mode and mode not in MODES):
+            if not release or (ws and ws not in (*WS_IMPLEMENTATIONS, *OWN_WS_LABELS)) or (mode and mode not in MODES):
                 raise UsageError(f"--expect-fail takes RELEASE, RELEASE:WS or RELEASE:WS:MODE, got {item!r}")
             if not any(
                 cell[0] == release and (not ws or cell[1] == ws) and (not mode or cell[2] == mode) for cell in cells
@@ -122,7 +122,7 @@ class MatrixConfig:
         if matrix.baseline_release is not None and matrix.baseline_release not in matrix.releases:
             raise UsageError(f"--baseline-release {matrix.baseline_release} is not among --uvicorn")
         for release, ws, mode, server in self.plan():
-            if release == matrix.releases[0] and mode in SERVER_MODES[server]:
+            if release == matrix.releases[0] and mode in family(server).modes:
                 self.cell(release, ws, mode, server).validate()
 
     def plan(self) -> list[tuple[str, str, Mode, ServerFamily]]:
@@ -132,7 +132,7 @@ class MatrixConfig:
         cells: list[tuple[str, str, Mode, ServerFamily]] = []
         for release in matrix.releases:
             for server in matrix.servers:
-                for ws in ["gunicorn"] if server == "gunicorn-asgi" else matrix.ws:
+                for ws in family(server).ws_choices(matrix.ws):
                     cells += [(release, ws, mode, server) for mode in matrix.modes]
         return cells
 
@@ -143,7 +143,7 @@ class MatrixConfig:
         suffix = "" if mode == DEFAULT_MODE else f"-{mode}"
         suffix += "" if server == DEFAULT_SERVER else f"-{server}"
         options = dataclasses.replace(
-            self.soak.options, ws="auto" if ws == "gunicorn" else ws, mode=mode, server=server
+            self.soak.options, ws="auto" if ws == family(server).own_ws else ws, mode=mode, server=server
         )
         return SoakConfig(
             settings=dataclasses.replace(self.soak.settings, uvicorn=release),
@@ -166,7 +166,7 @@ def run_matrix(config: MatrixConfig, stop: StopFlag | None = None) -> MatrixResu
         if stop.signum is not None:
             cells.append(MatrixCell.not_run(release, ws, "skipped", "interrupted before this cell", mode, server))
             continue
-        if mode not in SERVER_MODES[server]:
+        if mode not in family(server).modes:
             reason = f"--mode {mode} does not apply to --server {server}"
             cells.append(MatrixCell.not_run(release, ws, "skipped", reason, mode, server))
             print(f"{step}: skipped ({reason})", flush=True)
@@ -238,7 +238,7 @@ def matrix_exit_code(cells: list[MatrixCell], interrupted_by: int | None = None)
     if interrupted_by is not None:
         return 128 + interrupted_by
     if any(c.status == "error" or c.verdict == "error" for c in cells):
-        return ExitCode.TARGET
+        return ExitCode.NOT_STARTED
     if any(c.verdict == "inconclusive" for c in cells):
         return ExitCode.INCONCLUSIVE
     return ExitCode.PASS

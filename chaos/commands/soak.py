@@ -26,18 +26,19 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 from chaos.commands.stopping import Interrupted, StopFlag
-from chaos.errors import ChaosError, TargetError, UsageError
+from chaos.deployment.environments import ReleaseSpec, build_environment
+from chaos.deployment.families import family
+from chaos.deployment.launcher import check_ws_available, read_versions
+from chaos.deployment.processes import die_with_parent
+from chaos.errors import ChaosError, DeploymentError, UsageError
 from chaos.optionmodel import changed_args, declared, option
 from chaos.report.files import write_markdown_report
 from chaos.report.page import write_soak_page
 from chaos.report.text import format_summary
-from chaos.results import DEFAULT_MODE, RunSummary, SignalsSummary, SoakRun
+from chaos.results import RunSummary, SignalsSummary, SoakRun
 from chaos.run.gate import interrupted, verdict
 from chaos.run.options import ChaosOptions
 from chaos.run.session import FIRST_SEEN
-from chaos.target.environments import ReleaseSpec, build_environment
-from chaos.target.launcher import check_family, read_versions
-from chaos.target.processes import die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -192,13 +193,8 @@ def prepare(config: SoakConfig) -> Prepared:
     else:
         python = config.options.target_python or sys.executable
     versions = read_versions(python)
-    check_family(config.options.server, versions)
-    ws = config.options.ws
-    if ws != "auto" and ws not in versions["ws_implementations"]:
-        raise UsageError(
-            f"uvicorn {versions['uvicorn']} has no ws implementation {ws!r} "
-            f"(it has: {', '.join(i for i in versions['ws_implementations'] if i != 'auto')})"
-        )
+    family(config.options.server).check_release(versions)
+    check_ws_available(config.options.ws, versions)
     return Prepared(python, versions, config.options.release or str(versions["uvicorn"]))
 
 
@@ -353,8 +349,8 @@ def _progress(url: str, elapsed: float, duration: float) -> None:
         return
     totals: dict[str, float] = {}
     signatures = set()
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
+    for metric in text_string_to_metric_families(text):
+        for sample in metric.samples:
             if sample.name.endswith("_total"):
                 totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
             if sample.name == "handshake_chaos_shutdown_errors_total" and sample.value > 0:
@@ -404,8 +400,9 @@ def _error_summary(
         gate = verdict("error", reason, exit_code=code if code in (2, 4) else None)
     return RunSummary(
         release=prepared.release,
-        ws=config.options.ws,
-        mode=DEFAULT_MODE,
+        ws=family(config.options.server).ws_label(config.options.ws),
+        mode=config.options.mode,
+        server=config.options.server,
         versions=prepared.versions,
         gate=gate,
         errors=[],
@@ -423,5 +420,5 @@ def _free_port(host: str) -> int:
 def soak_exit_code(summary: RunSummary) -> int:
     code = summary.gate.exit_code
     if code not in (0, 1, 2, 3, 4, 130, 143):
-        raise TargetError(f"unexpected gate exit code {code}")
+        raise DeploymentError(f"unexpected gate exit code {code}")
     return code

@@ -6,6 +6,9 @@ import signal
 import time
 from types import FrameType
 
+from chaos.errors import ChaosError
+from chaos.results import ExitCode
+
 
 class StopFlag:
     """Set by SIGINT/SIGTERM (the handler only records the first signal) or once a deadline passes."""
@@ -35,9 +38,9 @@ class StopFlag:
         return self.is_set()
 
 
-class Interrupted(Exception):
+class Interrupted(ChaosError):
     """A signal stopped the command before anything was started that would need stopping."""
 
     def __init__(self, signum: int) -> None:
         super().__init__(f"interrupted by {signal.Signals(signum).name} before the run started")
-        self.exit_code = 128 + signum
+        self.exit_code = ExitCode(ExitCode.of_signal(signum))

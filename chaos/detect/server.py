@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from chaos import catalog
+from chaos.deployment.families import MASTER_EVENTS
 from chaos.detect.logfollow import FileTail, LogRecord
 from chaos.results import ExitKind, Side
 
@@ -27,14 +28,6 @@ _TIMEOUT = re.compile(r"WORKER TIMEOUT \(pid:(\d+)\)")
 _WORKER_EXITING = re.compile(r"Worker exiting \(pid: ?(\d+)\)|Finished server process \[(\d+)\]")
 # uvicorn's supervisor about a worker that ended (whatever way): replaced next.
 _CHILD_DIED = re.compile(r"Child process \[(\d+)\] died")
-# The master's own lines about its life: recognised, counted by event, never judged as errors.
-_MASTER_EVENTS: tuple[tuple[re.Pattern[str], str], ...] = (
-    (re.compile(r"^Starting gunicorn |^Started parent process"), "master_start"),
-    (re.compile(r"^Handling signal: (\w+)|^Received SIG(\w+)"), "handling_signal_{0}"),
-    (re.compile(r"^Hang up: Master"), "master_reload"),
-    (re.compile(r"^Shutting down: Master|^Stopping parent process"), "master_shutdown"),
-    (re.compile(r"^Reason: "), "master_halt_reason"),
-)
 # A worker's own first line of its shutdown: uvicorn's, and gunicorn's ASGI worker's.
 _SHUTTING_DOWN = re.compile(r"^(?:Shutting down|Worker shutting down\.\.\.)$")
 _SPAWNED_WORKER_CRASH = re.compile(r"^Process SpawnProcess-\d+:$", re.MULTILINE)
@@ -191,7 +184,7 @@ class ServerDetector:
 
     def _master_event(self, record: LogRecord) -> bool:
         message = record.message.strip()
-        for pattern, event in _MASTER_EVENTS:
+        for pattern, event in MASTER_EVENTS:
             match = pattern.search(message)
             if match:
                 names = [group.lower() for group in match.groups() if group]

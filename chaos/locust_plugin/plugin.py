@@ -39,7 +39,7 @@ from chaos.optionmodel import add_to_locust, build, with_test_scope
 from chaos.report.text import format_summary
 from chaos.results import REFUSED, RunSummary
 from chaos.run.exposure import ExposureStrategy, LocalExposure
-from chaos.run.options import ChaosOptions
+from chaos.run.options import ChaosOptions, check_host_url
 from chaos.run.session import ChaosSession
 
 log = logging.getLogger("handshake-chaos")
@@ -70,6 +70,7 @@ class _ProcessPart:
     stopping: bool = False
     stop_reason: str | None = None  # --until-verdict: why the verdict settled
     verdict_watch: Any = None  # the greenlet that checks it
+    host_refused: bool = False  # this test's Host field was blank with nothing to go to, or no URL
 
     def use(self, options: ChaosOptions) -> None:
         self.options = options
@@ -190,11 +191,40 @@ def _on_test_start(environment: Any, **_kwargs: Any) -> None:
             "unbounded" if options.max_signals is None else options.max_signals,
             options.hold_seconds,
         )
+    _PART.host_refused = not _settle_host(environment)
+    if _PART.host_refused:
+        if _PART.worker is None:  # a Locust worker's users just stay idle: its master stops the test
+            gevent.spawn(environment.runner.stop)  # one line said why; no user runs against nothing
+        return
     if _PART.session is not None:
         _PART.session.start_controller()
         if _PART.options.until_verdict and _PART.verdict_watch is None:
             _PART.stop_reason = None
             _PART.verdict_watch = gevent.spawn(_watch_verdict, environment, time.time())
+
+
+def _settle_host(environment: Any) -> bool:
+    """The host the users of this test go to, as the start form left it (Locust posts a blank field as "").
+
+    Blank means the deployment the run started with: the embedded one, whose URL the users get back.
+    Without one, or with a host that is not a URL, one clear line in the log and no test."""
+    session = _PART.session
+    host = (environment.host or "").strip()
+    if not host:
+        if session is not None and session.embedded and session.host:
+            environment.host = session.host
+            log.info(
+                "handshake-chaos: the Host field is blank: the users go to the embedded deployment, %s", session.host
+            )
+            return True
+        log.error("handshake-chaos: the Host field is blank: give the deployment's ws:// URL, then Start again")
+        return False
+    try:
+        check_host_url(host)
+    except ChaosError as exc:
+        log.error("handshake-chaos: %s; fix the Host field, then Start again", exc)
+        return False
+    return True
 
 
 def _watch_verdict(environment: Any, test_started: float) -> None:
@@ -274,7 +304,7 @@ class HandshakeUser(User):
 
     @task
     def hold_one_handshake(self) -> None:
-        if _PART.attempts >= _PART.options.max_handshakes:
+        if _PART.attempts >= _PART.options.max_handshakes or _PART.host_refused:
             raise StopUser()
         _PART.attempts += 1
         result = hold_one(self.environment.host, _PART.profile, _PART.rng, _PART.ledger)

@@ -19,7 +19,7 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 from prometheus_client.registry import Collector
 
 from chaos import catalog
-from chaos.results import EXIT_KINDS, PRECREATED_OUTCOMES, ErrorRow, SignalRecord, bounded_outcome
+from chaos.results import DEFAULT_SERVER, EXIT_KINDS, PRECREATED_OUTCOMES, ErrorRow, SignalRecord, bounded_outcome
 
 TARGET_INFO_KEYS = ("uvicorn", "gunicorn", "python", "websockets", "wsproto", "h11", "uvicorn_worker", "worker_class")
 # The server family (gunicorn-uvicorn, uvicorn-workers, gunicorn-asgi): a bounded label of target_info.
@@ -42,7 +42,7 @@ class MetricsSnapshot:
     records: Sequence[SignalRecord]
     pending: int
     controller_running: bool = False
-    server: str = "gunicorn-uvicorn"
+    server: str = DEFAULT_SERVER
 
 
 class ChaosCollector(Collector):

@@ -20,13 +20,14 @@ from typing import Literal, Protocol
 
 import psutil
 
+from chaos.deployment.processes import GunicornMaster
 from chaos.errors import UsageError
-from chaos.results import Address, Mode, Role, ServerFamily, SignalRecord, SignalsSummary
-from chaos.target.processes import GunicornMaster
+from chaos.results import Address, Mode, Role, SignalRecord, SignalsSummary
 
 log = logging.getLogger(__name__)
 
-SIGNALS = {"TERM": signal.SIGTERM, "INT": signal.SIGINT, "QUIT": signal.SIGQUIT}
+# What a worker can be sent to stop it (the controller command's --signal), and what a master is sent.
+WORKER_SIGNALS = {"TERM": signal.SIGTERM, "INT": signal.SIGINT, "QUIT": signal.SIGQUIT}
 _MASTER_SIGNALS = {"TTOU": signal.SIGTTOU, "TTIN": signal.SIGTTIN, "HUP": signal.SIGHUP}
 
 
@@ -51,13 +52,6 @@ MODES: dict[Mode, ModeSpec] = {
     "master-hup": ModeSpec("HUP", "master", reaches_all=True),
     "master-term": ModeSpec("TERM", "master", reaches_all=True, redeploy="restart"),
     "rollout": ModeSpec("TERM", "master", reaches_all=True, redeploy="surge"),
-}
-# What makes sense for each server family: uvicorn's supervisor has no TTOU/TTIN of gunicorn's
-# kind (its TTOU ends the newest worker), and one supervisor per socket.
-SERVER_MODES: dict[ServerFamily, tuple[Mode, ...]] = {
-    "gunicorn-uvicorn": tuple(MODES),
-    "gunicorn-asgi": tuple(MODES),
-    "uvicorn-workers": ("worker-term", "worker-int", "master-hup", "master-term"),
 }
 # Modes whose deployment the tool must be able to start again: embedded only.
 REDEPLOYING_MODES: tuple[Mode, ...] = tuple(mode for mode, spec in MODES.items() if spec.redeploy)
@@ -98,25 +92,6 @@ class ControllerConfig:
         # The controller command's --signal picks the worker signal of the default mode.
         return ModeSpec(self.signal_name, "worker") if self.mode == "worker-term" else spec
 
-    def validate(self, workers: int | None = None) -> None:
-        if self.interval < 0 or self.jitter < 0:
-            raise UsageError("TERM interval and jitter must not be negative")
-        if self.min_alive < 0:
-            raise UsageError(f"min-alive must not be negative, got {self.min_alive}")
-        if self.signal_name not in SIGNALS:
-            raise UsageError(f"unknown signal {self.signal_name!r} (choose from {', '.join(SIGNALS)})")
-        if self.mode not in MODES:
-            raise UsageError(f"unknown mode {self.mode!r} (choose from {', '.join(MODES)})")
-        if self.replacement_timeout <= 0:
-            raise UsageError("replacement timeout must be positive")
-        if self.max_signals is not None and self.max_signals < 0:
-            raise UsageError("max signals must not be negative")
-        if workers is not None and not self.dry_run and not self.spec.reaches_all and self.min_alive >= workers:
-            raise UsageError(
-                f"min-alive {self.min_alive} leaves no worker to signal among {workers}; "
-                "use more workers or a lower --min-alive"
-            )
-
 
 @dataclass
 class ControllerState:
@@ -143,7 +118,6 @@ class RollingTermController:
         the signal; ``on_signal(record, peers_by_worker)`` is told of each signal right after
         it and may return its exposure (how many of those peers were mid-handshake).
         ``deployment`` starts masters for the modes that replace the master itself."""
-        config.validate()
         if config.spec.redeploy and deployment is None:
             raise UsageError(f"--mode {config.mode} restarts the deployment: only the embedded one can be")
         self.master = master
@@ -339,7 +313,7 @@ class RollingTermController:
 def _signal(process: psutil.Process, name: str) -> bool:
     """psutil re-checks the create time before signalling: a reused pid is never signalled."""
     try:
-        process.send_signal(SIGNALS.get(name) or _MASTER_SIGNALS[name])
+        process.send_signal(WORKER_SIGNALS.get(name) or _MASTER_SIGNALS[name])
     except psutil.NoSuchProcess:
         return False
     return True

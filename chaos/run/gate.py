@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from chaos.errors import UsageError
-from chaos.results import VERDICT_EXIT_CODES, ErrorRow, GateResult, SignalRecord, Verdict
+from chaos.results import VERDICT_EXIT_CODES, ErrorRow, ExitCode, GateResult, SignalRecord, Verdict
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,9 @@ def verdict(name: Verdict, reason: str, failing: Iterable[str] = (), exit_code: 
 def interrupted(signum: int) -> GateResult:
     """Stopped by a signal before the run's end, with no error found so far: 128 + the signal's number."""
     name = signal.Signals(signum).name
-    return verdict("interrupted", f"stopped by {name} before the run's end; no error found so far", (), 128 + signum)
+    return verdict(
+        "interrupted", f"stopped by {name} before the run's end; no error found so far", (), ExitCode.of_signal(signum)
+    )
 
 
 def decide(

@@ -12,18 +12,34 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from chaos.deployment.families import family
+from chaos.deployment.launcher import PROBE_WS_PATH, WS_IMPLEMENTATIONS, DeploymentConfig
+from chaos.deployment.processes import read_pidfile
 from chaos.detect.logfollow import GUNICORN_FORMAT, JsonFormat, LineFormat, PlainFormat
 from chaos.errors import UsageError
 from chaos.load.client import LoadProfile
 from chaos.optionmodel import RUN, check_all, option
 from chaos.results import DEFAULT_MODE, DEFAULT_SERVER, MODES, SERVER_FAMILIES, Mode, ServerFamily
-from chaos.run.controller import REDEPLOYING_MODES, SERVER_MODES, SIGNALS, ControllerConfig
+from chaos.run.controller import MODES as MODE_SPECS
+from chaos.run.controller import REDEPLOYING_MODES, WORKER_SIGNALS, ControllerConfig
 from chaos.run.gate import EvidencePolicy, GatePolicy
-from chaos.target.launcher import PROBE_WS_PATH, WS_IMPLEMENTATIONS, TargetConfig
 
 _CONTROLLED = RUN | {"controller"}
 LOG_FORMATS = ("gunicorn", "json", "plain")
 _LOCUST_AND_CONTROLLER = frozenset({"locust", "controller"})
+
+_ONE_MASTER = "give the gunicorn master as --target-pid or --target-pidfile (one of them, not both)"
+
+
+def check_host_url(host: str) -> None:
+    """A deployment's URL as the users open it: ws://, wss://, http:// or https:// and a host name."""
+    try:
+        parts = urlsplit(host)
+        parts.port  # noqa: B018 -- raises on a port that is not a number
+    except ValueError:
+        raise UsageError(f"--host {host!r} is not a URL (e.g. ws://127.0.0.1:8000)") from None
+    if parts.scheme not in ("ws", "wss", "http", "https") or not parts.hostname:
+        raise UsageError(f"--host must be a ws:// or http:// URL with a host name, got {host!r}")
 
 
 @dataclass(frozen=True)
@@ -155,7 +171,7 @@ class ChaosOptions:
         "--signal",
         "signal the controller sends to each worker",
         entry_points=frozenset({"controller"}),
-        choices=tuple(SIGNALS),
+        choices=tuple(WORKER_SIGNALS),
         what="signal",
     )
     target_pid: int | None = option(
@@ -264,20 +280,14 @@ class ChaosOptions:
         if not self.ws_path.startswith("/"):
             raise UsageError(f"--ws-path must start with '/', got {self.ws_path!r}")
         if self.target_pid is not None and self.target_pidfile is not None:
-            raise UsageError("give the target master as a pid or a pidfile, not both")
-        if host and urlsplit(host).scheme not in ("ws", "wss", "http", "https"):
-            raise UsageError(f"--host must be a ws:// or http:// URL, got {host!r}")
+            raise UsageError(_ONE_MASTER)
+        if host:
+            check_host_url(host)
         if not host and (self.target_pid is not None or self.target_pidfile is not None):
             raise UsageError("a target master pid/pidfile needs --host pointing at that deployment")
-        if self.app is not None and ":" not in self.app:
-            raise UsageError(f"--app must look like module:attribute, got {self.app!r}")
         if self.ca_file is not None and not Path(self.ca_file).is_file():
             raise UsageError(f"--ca-file: no such file {self.ca_file}")
-        if self.mode not in SERVER_MODES[self.server]:
-            raise UsageError(
-                f"--mode {self.mode} does not apply to --server {self.server} "
-                f"(its modes: {', '.join(SERVER_MODES[self.server])})"
-            )
+        family(self.server).check_mode(self.mode)
         if host and self.mode in REDEPLOYING_MODES:
             raise UsageError(
                 f"--mode {self.mode} restarts the deployment's master, which only the embedded deployment "
@@ -300,9 +310,25 @@ class ChaosOptions:
         if self.app_dir is not None and not Path(self.app_dir).is_dir():
             raise UsageError(f"--app-dir: no such directory {self.app_dir}")
         self.gate_policy()
-        self.controller_config().validate(None if host else self.workers)
+        if not host:
+            self.check_workers(self.workers)
         if not host:
             self.target_config().validate()
+
+    def check_workers(self, workers: int) -> None:
+        """The minimum-alive rule leaves a worker to signal among ``workers`` (known at start for the
+        embedded deployment, at attach for an external one)."""
+        if not self.dry_run and not MODE_SPECS[self.mode].reaches_all and self.min_alive >= workers:
+            raise UsageError(
+                f"--min-alive {self.min_alive} leaves no worker to signal among {workers}; "
+                "use more workers or a lower --min-alive"
+            )
+
+    def master_pid(self) -> int:
+        """The external master the controller rolls: --target-pid or --target-pidfile, exactly one."""
+        if (self.target_pid is None) == (self.target_pidfile is None):
+            raise UsageError(_ONE_MASTER)
+        return self.target_pid if self.target_pid is not None else read_pidfile(self.target_pidfile or "")
 
     def gate_policy(self) -> GatePolicy:
         return GatePolicy.parse(item for item in self.allow.split(",") if item.strip())
@@ -332,7 +358,7 @@ class ChaosOptions:
             mode=self.mode,
         )
 
-    def target_config(self) -> TargetConfig:
+    def target_config(self) -> DeploymentConfig:
         kwargs: dict[str, Any] = {
             "ws": self.ws,
             "workers": self.workers,
@@ -351,7 +377,7 @@ class ChaosOptions:
             kwargs["run_dir"] = Path(self.run_dir)
         if self.log_config_json:
             kwargs["log_config_json"] = str(Path(self.log_config_json).resolve())
-        return TargetConfig(**kwargs)
+        return DeploymentConfig(**kwargs)
 
     def load_profile(self) -> LoadProfile:
         return LoadProfile(

@@ -23,6 +23,9 @@ import psutil
 from prometheus_client import CollectorRegistry
 
 from chaos import __version__, catalog
+from chaos.deployment.families import family
+from chaos.deployment.launcher import Deployment, read_versions
+from chaos.deployment.processes import GunicornMaster, read_pidfile, worker_peers
 from chaos.detect.logfollow import FileTail
 from chaos.detect.server import EXIT_SEVERITY, ServerDetector
 from chaos.detect.totals import RunTotals
@@ -44,8 +47,6 @@ from chaos.run.controller import ControllerState, RollingTermController
 from chaos.run.exposure import ExposureStrategy
 from chaos.run.gate import decide, settled
 from chaos.run.options import ChaosOptions
-from chaos.target.launcher import Target, read_versions
-from chaos.target.processes import GunicornMaster, read_pidfile, worker_peers
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ class ChaosSession:
         self.totals.on_first_seen(_announce_first)
         self.registry = registry if registry is not None else CollectorRegistry()
         self.registry.register(ChaosCollector(self._metrics_snapshot))
-        self.target: Target | None = None
+        self.deployment: Deployment | None = None
         self._external_master: GunicornMaster | None = None
         self.listen_port: int | None = None
         self.versions: dict[str, Any] = {}
@@ -103,15 +104,17 @@ class ChaosSession:
     def start(self) -> str:
         """Start (embedded) or locate (external) the deployment; returns the base URL."""
         if self.embedded:
-            self.target = Target(self.options.target_config()).start()
-            self.listen_port = self.target.port
-            self.host = self.target.url
-            self.versions = dict(self.target.versions)
+            self.deployment = Deployment(self.options.target_config()).start()
+            self.listen_port = self.deployment.port
+            self.host = self.deployment.url
+            self.versions = dict(self.deployment.versions)
             # A deployment logging through its own config writes where that config says (--server-log).
-            error_log: Path | None = Path(self.options.server_log) if self.options.server_log else self.target.error_log
-            if self.target.ca_file is not None and self.options.ca_file is None:
+            error_log: Path | None = (
+                Path(self.options.server_log) if self.options.server_log else self.deployment.error_log
+            )
+            if self.deployment.ca_file is not None and self.options.ca_file is None:
                 # The users trust the deployment's throwaway CA, and only that.
-                self.options = dataclasses.replace(self.options, ca_file=str(self.target.ca_file))
+                self.options = dataclasses.replace(self.options, ca_file=str(self.deployment.ca_file))
         else:
             assert self.host is not None
             self.listen_port = urlsplit(self.host).port
@@ -158,7 +161,7 @@ class ChaosSession:
     @property
     def master(self) -> GunicornMaster | None:
         """The master signals go to: the embedded deployment's oldest live one, or the one named."""
-        return self.target.master if self.target is not None else self._external_master
+        return self.deployment.master if self.deployment is not None else self._external_master
 
     def start_controller(self) -> None:
         if self.master is None or self._controller_thread is not None:
@@ -170,7 +173,7 @@ class ChaosSession:
             on_signal=self._on_signal,
             on_replaced=self._on_replaced,
             state=self.controller_state,
-            deployment=self.target,
+            deployment=self.deployment,
         )
         self._stop_controller.clear()
         self._controller_thread = self._spawn(lambda: _run(controller, self._stop_controller), "handshake-chaos-ctl")
@@ -207,8 +210,8 @@ class ChaosSession:
         for thread in self._threads:
             thread.join(timeout=5)
         self._threads.clear()
-        if self.target is not None:
-            self.target.stop()
+        if self.deployment is not None:
+            self.deployment.stop()
         if self.detector is not None:
             self.detector.tail.close()
         if self._metrics_server is not None:
@@ -286,13 +289,13 @@ class ChaosSession:
     @property
     def ws(self) -> str:
         """The ws label: uvicorn's implementation, or gunicorn's own for its ASGI worker (no choice there)."""
-        return "gunicorn" if self.options.server == "gunicorn-asgi" else self.options.ws
+        return family(self.options.server).ws_label(self.options.ws)
 
     def records(self) -> list[SignalRecord]:
         return self.controller_state.records
 
     def worker_class(self) -> str:
-        return self.target.worker_base() if self.target else "external"
+        return self.deployment.worker_base() if self.deployment else "external"
 
     def _metrics_snapshot(self) -> MetricsSnapshot | None:
         if not self._labelled:
@@ -314,7 +317,7 @@ class ChaosSession:
     def seen_pids(self) -> list[int]:
         if not self.embedded:
             return []
-        pids: set[int] = set(self.target.seen_pids) if self.target else set()
+        pids: set[int] = set(self.deployment.seen_pids) if self.deployment else set()
         if self.master is not None:
             pids.add(self.master.pid)
         for record in self.records():

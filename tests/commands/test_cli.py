@@ -40,8 +40,8 @@ def test_bad_input_is_one_line_and_exit_2(args, message):
     assert len(done.stderr.strip().splitlines()) == 1 and message in done.stderr
 
 
-def test_controller_command_rolls_a_real_deployment(start_target, tmp_path):
-    target = start_target(workers=2)
+def test_controller_command_rolls_a_real_deployment(start_deployment, tmp_path):
+    target = start_deployment(workers=2)
     before = {w.pid for w in target.master.workers()}
     pidfile = target.run_dir / "gunicorn.pid"
     done = subprocess.run(
@@ -57,8 +57,8 @@ def test_controller_command_rolls_a_real_deployment(start_target, tmp_path):
     assert not before & {w.pid for w in target.master.workers()}
 
 
-def test_controller_dry_run_over_a_duration(start_target):
-    target = start_target(workers=2)
+def test_controller_dry_run_over_a_duration(start_deployment):
+    target = start_deployment(workers=2)
     before = [w.pid for w in target.master.workers()]
     done = subprocess.run(
         [
@@ -85,12 +85,12 @@ def test_controller_dry_run_over_a_duration(start_target):
     assert [w.pid for w in target.master.workers()] == before
 
 
-def test_controller_command_serves_its_own_metrics(start_target):
+def test_controller_command_serves_its_own_metrics(start_deployment):
     from prometheus_client.parser import text_string_to_metric_families
 
     from tests.conftest import free_port, scrape, wait_until
 
-    target = start_target(workers=2)
+    target = start_deployment(workers=2)
     port = free_port()
     controller = subprocess.Popen(
         [*CLI, "controller", "--pid", str(target.master.pid), "--interval", "0.3", "--jitter", "0"]

@@ -321,8 +321,8 @@ def test_0_19_0_wsproto_fails_on_596_through_the_master(tmp_path, release_cache,
 
 
 @pytest.mark.parametrize("mode", ["master-hup", "master-term", "rollout"])
-def test_the_newest_uvicorn_with_wsproto_passes_through_the_master(tmp_path, mode):
-    """This interpreter's uvicorn (the newest release the lock file allows) has #1737's guard."""
+def test_the_locked_uvicorn_with_wsproto_passes_through_the_master(tmp_path, mode):
+    """This interpreter's uvicorn (the release uv.lock pins) has #1737's guard."""
     report = tmp_path / "report"
     done = _run(
         ["soak", "--ws", "wsproto", "--mode", mode, "--duration", "40s", "--users", "30", *FAST]
@@ -336,16 +336,29 @@ def test_the_newest_uvicorn_with_wsproto_passes_through_the_master(tmp_path, mod
     assert_gone(summary["target"]["pids"])
 
 
-@pytest.mark.parametrize("server", ["gunicorn-uvicorn", "uvicorn-workers"])
-def test_a_fix_undone_in_the_newest_source_tree_is_reported_as_a_regression(tmp_path, release_cache, server):
-    """A maintainer's tree of the newest release with #1737's guard undone: #596 is back, and said so,
-    under gunicorn and under uvicorn's own supervisor alike."""
+# The source trees' dependencies are resolved as of this fixed moment, not "now": the verdict never
+# depends on the day the suite runs.
+SOURCE_TREE_AS_OF = "2026-12-01T00:00:00Z"
+
+
+@pytest.mark.parametrize(
+    ("version", "server"),
+    [
+        ("0.54.0", "gunicorn-uvicorn"),
+        ("0.54.0", "uvicorn-workers"),
+        ("0.55.0", "gunicorn-uvicorn"),  # the guard's second shape (it also spares a started denial)
+    ],
+)
+def test_a_fix_undone_in_a_source_tree_is_reported_as_a_regression(tmp_path, release_cache, version, server):
+    """A maintainer's tree of a release with #1737's guard undone: #596 is back, and said so,
+    under gunicorn and under uvicorn's own supervisor alike, whichever shape the guard had."""
     from tests.patched_release import patched_tree
 
-    tree = patched_tree(tmp_path / "src")
+    tree = patched_tree(tmp_path / "src", version)
     report = tmp_path / "report"
     done = _run(
-        ["soak", "--uvicorn", str(tree), "--ws", "wsproto", "--server", server, "--duration", "30s", "--users", "30"]
+        ["soak", "--uvicorn", str(tree), "--as-of", SOURCE_TREE_AS_OF, "--ws", "wsproto", "--server", server]
+        + ["--duration", "30s", "--users", "30"]
         + [*FAST, "--until-verdict", "--report-dir", str(report), "--cache-dir", str(release_cache)],
         tmp_path,
     )
@@ -361,7 +374,7 @@ def test_a_fix_undone_in_the_newest_source_tree_is_reported_as_a_regression(tmp_
 
 
 @pytest.mark.parametrize(("server", "mode"), [("uvicorn-workers", "master-hup"), ("gunicorn-asgi", "worker-term")])
-def test_the_newest_release_under_the_other_server_families_passes(tmp_path, server, mode):
+def test_the_locked_release_under_the_other_server_families_passes(tmp_path, server, mode):
     report = tmp_path / "report"
     done = _run(
         ["soak", "--server", server, "--mode", mode, "--duration", "40s", "--users", "40", *FAST]

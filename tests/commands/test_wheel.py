@@ -25,7 +25,7 @@ def installed_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     names = zipfile.ZipFile(wheel).namelist()
     for packaged in (
         "chaos/locust_plugin/locustfile.py",
-        "chaos/target/side/handshake_chaos_probe.py",
+        "chaos/deployment/side/handshake_chaos_probe.py",
         "chaos/report/dashboards/handshake-chaos.json",
         "chaos/report/dashboards/provisioning/datasources/prometheus.yml",
     ):

@@ -95,8 +95,8 @@ def test_refused_when_nothing_listens():
     assert hold_handshake(f"ws://127.0.0.1:{port}/").outcome == REFUSED
 
 
-def test_accept_then_server_close_reports_the_code(start_target):
-    target = start_target(workers=1)
+def test_accept_then_server_close_reports_the_code(start_deployment):
+    target = start_deployment(workers=1)
     result = hold_handshake(f"{target.url}/ws/probe?hold=0&keep=0.2", keep_open=5)
     assert (result.outcome, result.close_code) == ("closed_1000", 1000)
     result = hold_handshake(f"{target.url}/ws/probe?hold=0&keep=5", keep_open=0.2)
@@ -127,11 +127,11 @@ def test_accept_and_close_in_one_read_is_closed_not_broken(raw_server):
 _REQUEST: list[bytes] = []
 
 
-def test_wss_verifies_the_certificate_unless_told(start_target):
+def test_wss_verifies_the_certificate_unless_told(start_deployment):
     from chaos.load.client import tls_context
     from chaos.results import TLS_UNTRUSTED
 
-    target = start_target(workers=1, tls=True)
+    target = start_deployment(workers=1, tls=True)
     assert target.url.startswith("wss://") and target.ca_file is not None
     url = f"{target.url}/ws/probe?hold=0&keep=5"
     untrusted = hold_handshake(url, keep_open=0, tls=tls_context())  # the system's store knows no throwaway CA

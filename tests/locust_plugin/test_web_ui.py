@@ -114,3 +114,49 @@ def test_start_form_edits_take_effect_and_bad_values_are_one_clear_line(tmp_path
     assert records[1]["time"] - records[0]["time"] < 20 and records[3]["time"] - records[2]["time"] < 20
     assert summary["options"]["term_interval"] == 0.5 and summary["options"]["max_signals"] == 2
     assert_gone(summary["target"]["pids"])
+
+
+def test_a_blank_host_means_the_embedded_deployment_and_a_bad_one_is_one_line(tmp_path):
+    """Locust's form posts a cleared Host field as "": the users go to the embedded deployment, never
+    to ``:///ws/probe`` with a traceback each; a host that is no URL is one line and no test."""
+    web_port, metrics_port = free_port(), free_port()
+    command = [sys.executable, "-m", "locust", "-f", LOCUSTFILE, "--web-host", "127.0.0.1"]
+    command += ["--web-port", str(web_port), "--metrics-port", str(metrics_port), "--term-interval", "60"]
+    command += ["--hold-seconds", "0.2"]
+    locust = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{web_port}"
+    metrics = f"http://127.0.0.1:{metrics_port}/metrics"
+
+    def served() -> bool:
+        try:
+            scrape(f"{base}/")
+        except OSError:
+            return False
+        return True
+
+    def logs() -> list[str]:
+        return list(json.loads(scrape(f"{base}/logs"))["master"])
+
+    def failures() -> int:
+        requests = json.loads(scrape(f"{base}/stats/requests"))["stats"]
+        return int(next(row["num_failures"] for row in requests if row["name"] == "Aggregated"))
+
+    try:
+        wait_until(served, 60, "the web UI")
+        form = {"user_count": "5", "spawn_rate": "5", "host": "", "run_time": ""}
+        assert _post(f"{base}/swarm", form)["success"]
+        wait_until(lambda: metric_sum(metrics, "handshake_chaos_handshakes_total") >= 10, 30, "handshakes")
+        assert any("Host field is blank: the users go to the embedded deployment" in line for line in logs())
+        assert _post(f"{base}/stop", {})["success"]
+        accepted = metric_sum(metrics, "handshake_chaos_handshakes_total")
+
+        assert _post(f"{base}/swarm", form | {"host": "not a url"})["success"]
+        wait_until(lambda: any("fix the Host field" in line for line in logs()), 30, "the bad host in the log")
+        wait_until(lambda: json.loads(scrape(f"{base}/stats/requests"))["state"] == "stopped", 30, "the test to stop")
+        assert [line for line in logs() if "fix the Host field" in line][0].count("not a url") == 1
+        assert metric_sum(metrics, "handshake_chaos_handshakes_total") == accepted  # no user went anywhere
+        assert failures() == 0
+    finally:
+        locust.send_signal(signal.SIGINT)
+        _, stderr = locust.communicate(timeout=120)
+    assert "Traceback" not in stderr and "isn't a valid URI" not in stderr, stderr[-3000:]

@@ -13,8 +13,8 @@ import urllib.parse
 
 import pytest
 
+from chaos.deployment.environments import ReleaseSpec, build_environment
 from chaos.report.dashboard import dashboard, render
-from chaos.target.environments import ReleaseSpec, build_environment
 from tests.conftest import ROOT, assert_gone, free_port, read_summary, scrape, wait_until
 
 DASHBOARDS = ROOT / "dashboards"

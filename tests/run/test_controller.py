@@ -8,16 +8,16 @@ import time
 import psutil
 import pytest
 
+from chaos.deployment.processes import GunicornMaster, worker_peers
 from chaos.errors import UsageError
 from chaos.load.client import ACCEPTED, hold_handshake
 from chaos.load.ledger import HandshakeLedger
 from chaos.run.controller import ControllerConfig, RollingTermController
-from chaos.target.processes import GunicornMaster, worker_peers
 from tests.conftest import wait_until
 
 
-def test_rolls_every_worker_and_keeps_the_master(start_target):
-    target = start_target(workers=3, graceful_timeout=5)
+def test_rolls_every_worker_and_keeps_the_master(start_deployment):
+    target = start_deployment(workers=3, graceful_timeout=5)
     master = target.master
     original = [w.pid for w in master.workers()]
     config = ControllerConfig(interval=0.1, jitter=0.0, min_alive=1, max_signals=3)
@@ -50,8 +50,8 @@ def test_rolls_every_worker_and_keeps_the_master(start_target):
     assert not violations
 
 
-def test_min_alive_rule_blocks_the_signal(start_target):
-    target = start_target(workers=2)
+def test_min_alive_rule_blocks_the_signal(start_deployment):
+    target = start_deployment(workers=2)
     before = [w.pid for w in target.master.workers()]
     controller = RollingTermController(target.master, ControllerConfig(interval=0, jitter=0, min_alive=2))
     assert controller.step(threading.Event()) is None
@@ -61,8 +61,8 @@ def test_min_alive_rule_blocks_the_signal(start_target):
         ControllerConfig(min_alive=2).validate(workers=2)
 
 
-def test_dry_run_sends_nothing(start_target):
-    target = start_target(workers=2)
+def test_dry_run_sends_nothing(start_deployment):
+    target = start_deployment(workers=2)
     before = [w.pid for w in target.master.workers()]
     controller = RollingTermController(
         target.master, ControllerConfig(interval=0.05, jitter=0, dry_run=True, max_signals=3)
@@ -73,8 +73,8 @@ def test_dry_run_sends_nothing(start_target):
     assert [w.pid for w in target.master.workers()] == before
 
 
-def test_a_process_that_is_not_a_child_is_never_verified(start_target):
-    target = start_target(workers=1)
+def test_a_process_that_is_not_a_child_is_never_verified(start_deployment):
+    target = start_deployment(workers=1)
     stranger = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
         assert not target.master.verify_worker(psutil.Process(stranger.pid))
@@ -84,8 +84,8 @@ def test_a_process_that_is_not_a_child_is_never_verified(start_target):
         stranger.wait()
 
 
-def test_a_worker_that_exited_is_not_verified_again(start_target):
-    target = start_target(workers=2)
+def test_a_worker_that_exited_is_not_verified_again(start_deployment):
+    target = start_deployment(workers=2)
     worker = target.master.workers()[0]
     worker.terminate()
     wait_until(lambda: not worker.is_running() or worker.status() == psutil.STATUS_ZOMBIE, 15, "worker exit")
@@ -97,8 +97,8 @@ def test_not_a_gunicorn_master_is_refused():
         GunicornMaster(psutil.Process().pid)
 
 
-def test_exposure_counts_the_pending_handshakes_each_worker_holds(start_target):
-    target = start_target(workers=2)
+def test_exposure_counts_the_pending_handshakes_each_worker_holds(start_deployment):
+    target = start_deployment(workers=2)
     ledger = HandshakeLedger()
     results = []
     url = f"{target.url}/ws/probe?hold=3&keep=5"
@@ -124,10 +124,10 @@ def test_exposure_counts_the_pending_handshakes_each_worker_holds(start_target):
     assert exposure() == 0
 
 
-def test_signal_ids_stay_unique_across_controller_restarts(start_target):
+def test_signal_ids_stay_unique_across_controller_restarts(start_deployment):
     from chaos.run.controller import ControllerState
 
-    target = start_target(workers=2)
+    target = start_deployment(workers=2)
     state = ControllerState()  # what a session keeps across Locust's stop/start
     for max_signals in (2, 2):  # max-signals counts per test run (each Locust start)
         config = ControllerConfig(interval=0.01, jitter=0, dry_run=True, max_signals=max_signals)

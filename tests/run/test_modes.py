@@ -20,8 +20,8 @@ def _alive(pids: list[int]) -> list[int]:
 
 
 @pytest.mark.parametrize("mode", ["worker-int", "master-ttou", "master-hup"])
-def test_each_mode_signals_what_it_says_and_the_deployment_recovers(start_target, mode):
-    target = start_target(workers=2, graceful_timeout=2)
+def test_each_mode_signals_what_it_says_and_the_deployment_recovers(start_deployment, mode):
+    target = start_deployment(workers=2, graceful_timeout=2)
     master = target.master
     original = [w.pid for w in master.workers()]
     reached_by_signal: dict[int, list[int]] = {}
@@ -46,8 +46,8 @@ def test_each_mode_signals_what_it_says_and_the_deployment_recovers(start_target
     wait_until(lambda: len(master.workers()) == 2, 30, "two workers again")
 
 
-def test_a_reload_waits_for_the_whole_new_generation(start_target):
-    target = start_target(workers=3, graceful_timeout=2)
+def test_a_reload_waits_for_the_whole_new_generation(start_deployment):
+    target = start_deployment(workers=3, graceful_timeout=2)
     original = {w.pid for w in target.master.workers()}
     config = ControllerConfig(interval=0.05, jitter=0, max_signals=2, mode="master-hup")
     state = RollingTermController(target.master, config).run(threading.Event())
@@ -63,9 +63,9 @@ def _everything_under(masters) -> list[int]:  # type: ignore[no-untyped-def]
     return [m.pid for m in masters] + [w.pid for m in masters for w in m.workers()]
 
 
-def test_master_term_restarts_the_deployment_on_its_socket_and_no_client_is_refused(start_target):
+def test_master_term_restarts_the_deployment_on_its_socket_and_no_client_is_refused(start_deployment):
     """Like socket activation: while no master serves, connections wait in the backlog."""
-    target = start_target(workers=2, graceful_timeout=2)
+    target = start_deployment(workers=2, graceful_timeout=2)
     port = target.port
     first = target.master
     original = _everything_under([first])
@@ -103,8 +103,8 @@ def test_master_term_restarts_the_deployment_on_its_socket_and_no_client_is_refu
     assert outcomes[REFUSED] == 0 and outcomes[ACCEPTED] > 0, outcomes
 
 
-def test_rollout_surges_a_new_master_then_terms_the_oldest(start_target):
-    target = start_target(workers=1, graceful_timeout=2, replicas=2)
+def test_rollout_surges_a_new_master_then_terms_the_oldest(start_deployment):
+    target = start_deployment(workers=1, graceful_timeout=2, replicas=2)
     masters = target.masters()
     assert len(masters) == 2 and len({m.listen_address() for m in masters}) == 1
     original = _everything_under(masters)
@@ -125,16 +125,16 @@ def test_rollout_surges_a_new_master_then_terms_the_oldest(start_target):
     assert all(len(m.workers()) == 1 for m in now)
 
 
-def test_master_term_and_rollout_need_a_deployment_the_tool_can_restart(start_target):
-    target = start_target(workers=1)
+def test_master_term_and_rollout_need_a_deployment_the_tool_can_restart(start_deployment):
+    target = start_deployment(workers=1)
     for mode in ("master-term", "rollout"):
         with pytest.raises(UsageError, match="only the embedded"):
             RollingTermController(target.master, ControllerConfig(mode=mode))
 
 
-def test_a_master_that_is_gone_is_never_signalled(start_target):
+def test_a_master_that_is_gone_is_never_signalled(start_deployment):
     """A master listed, then gone before the signal (its pid free for reuse), is not signalled."""
-    target = start_target(workers=1, graceful_timeout=1)
+    target = start_deployment(workers=1, graceful_timeout=1)
     old = target.master
     old.process().terminate()
     wait_until(lambda: not old.is_alive(), 30, "the master to exit")
@@ -156,8 +156,8 @@ def test_a_master_that_is_gone_is_never_signalled(start_target):
 
 
 @pytest.mark.parametrize("mode", ["worker-term", "master-hup", "master-term"])
-def test_uvicorns_own_supervisor_under_each_of_its_modes(start_target, mode):
-    target = start_target(server="uvicorn-workers", workers=2, graceful_timeout=2)
+def test_uvicorns_own_supervisor_under_each_of_its_modes(start_deployment, mode):
+    target = start_deployment(server="uvicorn-workers", workers=2, graceful_timeout=2)
     first = target.master
     original = [w.pid for w in first.workers()]
     config = ControllerConfig(interval=0.1, jitter=0, max_signals=1, mode=mode)

@@ -4,15 +4,15 @@ import psutil
 import pytest
 from websockets.sync.client import connect
 
-from chaos.errors import TargetError, UsageError
+from chaos.deployment.launcher import Deployment, DeploymentConfig
+from chaos.errors import DeploymentError, UsageError
 from chaos.load.client import ACCEPTED, hold_handshake
-from chaos.target.launcher import Target, TargetConfig
 from tests.conftest import assert_gone, installed_ws_implementations, port_is_free, wait_until
 
 
 @pytest.mark.parametrize("ws", installed_ws_implementations())
-def test_starts_serves_a_real_handshake_and_stops(start_target, ws):
-    target = start_target(ws=ws, workers=2)
+def test_starts_serves_a_real_handshake_and_stops(start_deployment, ws):
+    target = start_deployment(ws=ws, workers=2)
     master_pid = target.master.pid
     workers = [w.pid for w in target.master.workers()]
     assert len(workers) == 2
@@ -32,55 +32,55 @@ def test_starts_serves_a_real_handshake_and_stops(start_target, ws):
     assert port_is_free(port)
 
 
-def test_error_log_is_captured(start_target):
-    target = start_target(workers=1)
+def test_error_log_is_captured(start_deployment):
+    target = start_deployment(workers=1)
     assert "Booting worker with pid" in target.error_log.read_text()
 
 
 def test_non_loopback_host_is_refused_before_anything_starts():
     with pytest.raises(UsageError, match="loopback"):
-        Target(TargetConfig(host="192.0.2.1"))  # bad input: documentation range, never contacted
+        Deployment(DeploymentConfig(host="192.0.2.1"))  # bad input: documentation range, never contacted
 
 
 def test_unknown_ws_implementation_is_a_usage_error():
     with pytest.raises(UsageError, match="ws implementation"):
-        Target(TargetConfig(ws="tornado"))
+        Deployment(DeploymentConfig(ws="tornado"))
 
 
-def test_app_that_cannot_be_imported_fails_with_one_line_and_leaves_nothing(start_target):
+def test_app_that_cannot_be_imported_fails_with_one_line_and_leaves_nothing(start_deployment):
     before = {p.pid for p in psutil.Process().children(recursive=True)}
-    with pytest.raises(TargetError, match="gunicorn") as caught:
-        start_target(app="no_such_module_here:app", startup_timeout=30)
+    with pytest.raises(DeploymentError, match="gunicorn") as caught:
+        start_deployment(app="no_such_module_here:app", startup_timeout=30)
     assert "\n" not in str(caught.value)
     leftover = {p.pid for p in psutil.Process().children(recursive=True)} - before
     assert_gone(sorted(leftover))
 
 
 def test_missing_interpreter_is_a_target_error():
-    with pytest.raises(TargetError, match="not found"):
-        Target(TargetConfig(python="/nonexistent/python3")).start()
+    with pytest.raises(DeploymentError, match="not found"):
+        Deployment(DeploymentConfig(python="/nonexistent/python3")).start()
 
 
-def test_probe_health_route(start_target):
+def test_probe_health_route(start_deployment):
     import urllib.request
 
-    target = start_target(workers=1)
+    target = start_deployment(workers=1)
     with urllib.request.urlopen(f"http://127.0.0.1:{target.port}/healthz", timeout=5) as response:
         assert response.status == 200
         assert b'"pid"' in response.read()
 
 
 @pytest.mark.parametrize("worker_base", ["uvicorn_worker", "uvicorn.workers"])
-def test_both_worker_classes(start_target, worker_base):
-    target = start_target(workers=1, ws="wsproto", worker_base=worker_base)
+def test_both_worker_classes(start_deployment, worker_base):
+    target = start_deployment(workers=1, ws="wsproto", worker_base=worker_base)
     assert target.worker_base() == worker_base
     assert hold_handshake(f"{target.url}/ws/probe?hold=0.1&keep=5", keep_open=0.1).outcome == ACCEPTED
 
 
-def test_the_control_socket_stays_in_the_run_dir(start_target):
+def test_the_control_socket_stays_in_the_run_dir(start_deployment):
     from packaging.version import Version
 
-    target = start_target(workers=1)
+    target = start_deployment(workers=1)
     command = " ".join(target.master.process().cmdline())
     if Version(target.versions["gunicorn"]) >= Version("25.1"):
         assert f"--control-socket {target.run_dir / 'gunicorn.ctl'}" in command
@@ -103,14 +103,14 @@ def test_the_control_socket_stays_in_the_run_dir(start_target):
     ],
 )
 def test_the_worker_class_pairing_rule(uvicorn, uvicorn_worker, base):
-    from chaos.target.launcher import paired_worker_base
+    from chaos.deployment.launcher import paired_worker_base
 
     assert paired_worker_base(uvicorn, uvicorn_worker) == base
 
 
 @pytest.mark.parametrize("server", ["uvicorn-workers", "gunicorn-asgi"])
-def test_every_server_family_starts_says_when_each_worker_is_ready_serves_and_stops(start_target, server):
-    target = start_target(server=server, workers=2, ws="wsproto")
+def test_every_server_family_starts_says_when_each_worker_is_ready_serves_and_stops(start_deployment, server):
+    target = start_deployment(server=server, workers=2, ws="wsproto")
     master = target.master
     workers = [w.pid for w in master.workers()]
     assert len(workers) == 2 and target.worker_base() == server

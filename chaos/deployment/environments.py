@@ -24,7 +24,7 @@ from pathlib import Path
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.version import InvalidVersion, Version
 
-from chaos.errors import TargetError, UsageError
+from chaos.errors import DeploymentError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -121,10 +121,10 @@ def release_files(package: str) -> list[dict[str, object]]:
             files: list[dict[str, object]] = json.load(response)["files"]
             return files
     except urllib.error.HTTPError as exc:
-        raise TargetError(f"package index answered {exc.code} for {package}") from None
+        raise DeploymentError(f"package index answered {exc.code} for {package}") from None
     except (urllib.error.URLError, OSError, ValueError, KeyError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise TargetError(f"package index {index_url()} cannot be reached: {reason}") from None
+        raise DeploymentError(f"package index {index_url()} cannot be reached: {reason}") from None
 
 
 def _file_version(package: str, filename: str) -> str | None:
@@ -166,7 +166,7 @@ def resolve_release(spec: ReleaseSpec) -> tuple[str, datetime]:
         wanted = parse_version(spec.uvicorn, "--uvicorn")
         matches = [v for v in versions if Version(v) == wanted]
         if not matches:
-            raise TargetError(f"uvicorn {spec.uvicorn} is not on the package index {index_url()}")
+            raise DeploymentError(f"uvicorn {spec.uvicorn} is not on the package index {index_url()}")
         version = matches[0]
     # A second past the upload, so the release itself is inside the window.
     as_of = parse_as_of(spec.as_of) if spec.as_of else versions[version] + timedelta(seconds=1)
@@ -204,7 +204,7 @@ def _uv() -> str:
 
 
 def build_environment(spec: ReleaseSpec, cache_dir: Path | None = None) -> ReleaseEnvironment:
-    """Builds (or reuses) the virtualenv of one release; raises TargetError if it cannot."""
+    """Builds (or reuses) the virtualenv of one release; raises DeploymentError if it cannot."""
     spec.validate()
     version, as_of = resolve_release(spec)
     as_of_text = as_of.strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -259,7 +259,7 @@ def build_environment(spec: ReleaseSpec, cache_dir: Path | None = None) -> Relea
             extra = ["pip", "install", "--quiet", "--python", str(path / "bin" / "python")]
             extra += ["--exclude-newer", with_as_of, "--index-url", index_url(), "--constraint", str(pinned)]
             _run_uv(extra + spec.extras(), version, what="the --with requirements of")
-    except TargetError:
+    except DeploymentError:
         shutil.rmtree(path, ignore_errors=True)
         raise
     installed = _freeze(path)
@@ -300,7 +300,7 @@ def _python_version(python: str) -> str:
             check=True,
         )
     except (OSError, subprocess.SubprocessError):
-        raise TargetError(f"interpreter {python} cannot be run") from None
+        raise DeploymentError(f"interpreter {python} cannot be run") from None
     return result.stdout.strip()
 
 
@@ -308,7 +308,7 @@ def _run_uv(arguments: list[str], version: str, what: str = "") -> None:
     try:
         result = subprocess.run([_uv(), *arguments], capture_output=True, text=True, timeout=900, check=False)
     except subprocess.TimeoutExpired:
-        raise TargetError(
+        raise DeploymentError(
             f"building {what + ' ' if what else ''}uvicorn {version} took longer than 15 minutes"
         ) from None
     if result.returncode != 0:
@@ -317,7 +317,7 @@ def _run_uv(arguments: list[str], version: str, what: str = "") -> None:
         reason = next((line for line in lines if "error" in line.lower()), lines[-1] if lines else "unknown error")
         if reason.lower().rstrip(":").endswith("no solution found when resolving dependencies") and len(lines) > 1:
             reason = reason.rstrip(":") + ": " + lines[lines.index(reason) + 1].lstrip("╰─▶ ").strip()
-        raise TargetError(f"cannot build {what + ' ' if what else ''}uvicorn {version}: {reason}")
+        raise DeploymentError(f"cannot build {what + ' ' if what else ''}uvicorn {version}: {reason}")
 
 
 def _freeze(env: Path) -> dict[str, str]:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import psutil
 
+from chaos.deployment.families import MASTER_PROGRAMS
 from chaos.errors import UsageError
 from chaos.results import Address
 
@@ -61,7 +62,6 @@ def read_pidfile(path: str | os.PathLike[str]) -> int:
 
 # A master's children that are not workers: multiprocessing's helpers under uvicorn's supervisor.
 _HELPER_MARKERS = ("resource_tracker", "semaphore_tracker", "forkserver")
-_MASTER_MARKERS = ("gunicorn", "uvicorn")
 
 
 class GunicornMaster:
@@ -80,7 +80,7 @@ class GunicornMaster:
             raise UsageError(f"no process with pid {pid}") from None
         except psutil.AccessDenied:
             raise UsageError(f"not allowed to inspect pid {pid}") from None
-        if not any(marker in cmdline or marker in name for marker in _MASTER_MARKERS):
+        if not any(marker in cmdline or marker in name for marker in MASTER_PROGRAMS):
             raise UsageError(f"pid {pid} is not a gunicorn or uvicorn master (command: {cmdline[:80]!r})")
         self._process = process
         self.identity = ProcessIdentity.of(process)

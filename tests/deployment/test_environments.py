@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from chaos.errors import TargetError, UsageError
+from chaos.deployment.environments import ReleaseSpec, build_environment
+from chaos.errors import DeploymentError, UsageError
 from chaos.run.options import ChaosOptions
-from chaos.target.environments import ReleaseSpec, build_environment
 from tests.conftest import assert_gone, drive_load, local_session
 
 SIGNATURE_596 = "uvicorn_596_wsproto_close_during_handshake"
@@ -26,7 +26,7 @@ def test_environment_of_0_19_0_has_the_dependencies_of_october_2022(release_cach
 
 
 def test_a_version_that_does_not_exist_is_exit_4(release_cache):
-    with pytest.raises(TargetError, match="not on the package index") as caught:
+    with pytest.raises(DeploymentError, match="not on the package index") as caught:
         build_environment(ReleaseSpec("99.0.0"), release_cache)
     assert caught.value.exit_code == 4
 
@@ -101,7 +101,7 @@ def test_an_unreachable_index_is_exit_4(release_cache, monkeypatch):
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]
     monkeypatch.setenv("UV_DEFAULT_INDEX", f"http://127.0.0.1:{port}/simple")
-    with pytest.raises(TargetError, match="cannot be reached") as caught:
+    with pytest.raises(DeploymentError, match="cannot be reached") as caught:
         build_environment(ReleaseSpec("0.20.0"), release_cache)
     assert caught.value.exit_code == 4
 
@@ -129,12 +129,30 @@ def test_a_local_wheel_is_a_release_candidate(tmp_path, release_cache):
 def test_0_36_0_resolves_an_uvicorn_worker_that_cannot_run_it_and_still_boots(release_cache, tmp_path):
     """uvicorn-worker 0.4.0 came nine hours after uvicorn 0.36.0: as of 0.36.0's day, 0.3.0 is picked,
     and the launcher pairs the release with uvicorn.workers instead (docs/releases.md)."""
+    from chaos.deployment.launcher import Deployment, DeploymentConfig
     from chaos.load.client import ACCEPTED, hold_handshake
-    from chaos.target.launcher import Target, TargetConfig
 
     environment = build_environment(ReleaseSpec(uvicorn="0.36.0"), release_cache)
-    config = TargetConfig(python=environment.python, workers=1, run_dir=tmp_path / "run")
-    with Target(config) as target:
+    config = DeploymentConfig(python=environment.python, workers=1, run_dir=tmp_path / "run")
+    with Deployment(config) as target:
         assert target.versions["uvicorn_worker"] == "0.3.0"
         assert target.worker_base() == "uvicorn.workers"
         assert hold_handshake(f"{target.url}/ws/probe?hold=0&keep=0", keep_open=0.0).outcome == ACCEPTED
+
+
+@pytest.mark.newest
+def test_latest_is_the_newest_stable_release_on_the_index():
+    """``--uvicorn latest`` as a user feature, asserting only what is true of any newest release: it is
+    on the index, no stable release outranks it, and its dependencies are resolved just past its upload."""
+    from datetime import timedelta
+
+    from packaging.version import Version
+
+    from chaos.deployment.environments import published_versions, resolve_release
+
+    version, as_of = resolve_release(ReleaseSpec("latest"))
+    published = published_versions("uvicorn")
+    stable = [Version(v) for v in published if not Version(v).is_prerelease]
+    assert version in published and not Version(version).is_prerelease
+    assert Version(version) == max(stable)
+    assert as_of == published[version] + timedelta(seconds=1)

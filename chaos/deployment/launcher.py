@@ -1,4 +1,4 @@
-"""Target launcher: gunicorn masters with uvicorn workers on one loopback listening socket.
+"""The deployment launcher: server masters (a server family's) on one loopback listening socket.
 
 The listening socket is created here, kept for the deployment's whole life, and handed to
 each gunicorn master as ``fd://N``: the port is known before gunicorn starts, no other
@@ -30,27 +30,20 @@ from typing import Any
 import psutil
 from packaging.version import InvalidVersion, Version
 
-from chaos.errors import TargetError, UsageError
-from chaos.results import DEFAULT_SERVER, SERVER_FAMILIES, ServerFamily
-from chaos.target.processes import GunicornMaster, die_with_parent
+from chaos.deployment.families import Launch, family
+from chaos.deployment.processes import GunicornMaster, die_with_parent
+from chaos.errors import DeploymentError, UsageError
+from chaos.results import DEFAULT_SERVER, ServerFamily
 
 log = logging.getLogger(__name__)
 
 # Runs inside the deployment's own interpreter: put on its PYTHONPATH, never imported here.
-TARGET_SIDE_DIR = Path(__file__).resolve().parent / "side"
+SIDE_DIR = Path(__file__).resolve().parent / "side"
 PROBE_APP = "handshake_chaos_probe:app"
 PROBE_WS_PATH = "/ws/probe"  # the probe's route (handshake_chaos_probe.WS_PATH)
 MOUNTED_APP = "handshake_chaos_mount:app"
-WORKER_CLASS = "handshake_chaos_worker.ChaosUvicornWorker"
 WS_IMPLEMENTATIONS = ("auto", "wsproto", "websockets", "websockets-sansio")
 WORKER_BASES = ("auto", "uvicorn_worker", "uvicorn.workers")
-_CONTROL_SOCKET_FROM = Version("25.1")
-_GUNICORN_ASGI_FROM = Version("24.0")  # gunicorn's own ASGI worker (-k asgi)
-# uvicorn's supervisor replaces a worker that died, and handles HUP, from 0.30.0 on (PR #2183).
-_UVICORN_SUPERVISOR_FROM = Version("0.30.0")
-_UVICORN_GRACEFUL_TIMEOUT_FROM = Version("0.24.0")  # uvicorn's --timeout-graceful-shutdown (PR #1950)
-# uvicorn's own workers log like gunicorn's error log (time, pid, level), so one parser reads every family.
-_UVICORN_LOG_FORMAT = "[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s"
 # uvicorn-worker 0.3.0 cannot run uvicorn 0.36.0 or later; 0.4.0 can (both published 2025-09-20, the
 # worker nine hours after uvicorn, so resolving 0.36.0 as of its own publication picks 0.3.0).
 _NEW_WORKER_API_FROM = Version("0.36.0")
@@ -72,7 +65,7 @@ def paired_worker_base(uvicorn: str | None, uvicorn_worker: str | None) -> str:
 
 
 @dataclass(frozen=True)
-class TargetConfig:
+class DeploymentConfig:
     python: str = sys.executable
     app: str = PROBE_APP
     app_path: tuple[str, ...] = ()
@@ -105,12 +98,9 @@ class TargetConfig:
             raise UsageError(f"workers must be at least 1, got {self.workers}")
         if self.replicas < 1:
             raise UsageError(f"replicas must be at least 1, got {self.replicas}")
-        if self.server not in SERVER_FAMILIES:
-            raise UsageError(f"unknown server {self.server!r} (choose from {', '.join(SERVER_FAMILIES)})")
-        if self.log_config_json and self.server == "uvicorn-workers":
-            raise UsageError(
-                "--log-config-json is gunicorn's flag: with --server uvicorn-workers the tool sets the log"
-            )
+        spec = family(self.server)
+        if self.log_config_json and not spec.takes_log_config_json:
+            raise UsageError(f"--log-config-json is gunicorn's flag: with --server {self.server} the tool sets the log")
         if self.ws not in WS_IMPLEMENTATIONS:
             raise UsageError(f"unknown ws implementation {self.ws!r} (choose from {', '.join(WS_IMPLEMENTATIONS)})")
         if self.worker_base not in WORKER_BASES:
@@ -123,35 +113,30 @@ class TargetConfig:
             raise UsageError(f"--app must look like module:attribute, got {self.app!r}")
 
 
-def check_family(server: ServerFamily, versions: dict[str, Any]) -> None:
-    """What the server family needs of the release, checked before anything starts (exit 2 otherwise)."""
-    if server == "uvicorn-workers" and _older(versions.get("uvicorn"), _UVICORN_SUPERVISOR_FROM):
+def check_ws_available(ws: str, versions: dict[str, Any]) -> None:
+    """The release has the ws implementation asked for (exit 2 otherwise)."""
+    available = [name for name in versions["ws_implementations"] if name != "auto"]
+    if ws != "auto" and ws not in available:
         raise UsageError(
-            f"--server uvicorn-workers needs uvicorn {_UVICORN_SUPERVISOR_FROM} or later (a supervisor that "
-            f"replaces its workers); this environment has uvicorn {versions.get('uvicorn')}"
-        )
-    if server == "gunicorn-asgi" and _older(versions.get("gunicorn"), _GUNICORN_ASGI_FROM):
-        raise UsageError(
-            f"--server gunicorn-asgi needs gunicorn {_GUNICORN_ASGI_FROM} or later (its own ASGI worker); "
-            f"this environment has gunicorn {versions.get('gunicorn')}"
+            f"uvicorn {versions['uvicorn']} has no ws implementation {ws!r} (it has: {', '.join(available) or 'none'})"
         )
 
 
 def read_versions(python: str) -> dict[str, Any]:
     """Versions and ws implementations as the target interpreter sees them."""
-    script = TARGET_SIDE_DIR / "handshake_chaos_versions.py"
+    script = SIDE_DIR / "handshake_chaos_versions.py"
     try:
         result = subprocess.run([python, str(script)], capture_output=True, text=True, timeout=60, check=False)
     except FileNotFoundError:
-        raise TargetError(f"target interpreter not found: {python}") from None
+        raise DeploymentError(f"target interpreter not found: {python}") from None
     except subprocess.TimeoutExpired:
-        raise TargetError(f"target interpreter {python} did not answer within 60s") from None
+        raise DeploymentError(f"target interpreter {python} did not answer within 60s") from None
     if result.returncode != 0:
         last = (result.stderr.strip().splitlines() or ["no output"])[-1]
-        raise TargetError(f"target interpreter {python} failed to report versions: {last}")
+        raise DeploymentError(f"target interpreter {python} failed to report versions: {last}")
     versions: dict[str, Any] = json.loads(result.stdout)
     if not versions.get("uvicorn") or not versions.get("gunicorn"):
-        raise TargetError(f"target interpreter {python} lacks uvicorn or gunicorn: {versions}")
+        raise DeploymentError(f"target interpreter {python} lacks uvicorn or gunicorn: {versions}")
     return versions
 
 
@@ -163,7 +148,7 @@ def _listen_socket(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        raise TargetError(f"cannot bind {host}:{port}: {exc.strerror}") from None
+        raise DeploymentError(f"cannot bind {host}:{port}: {exc.strerror}") from None
     sock.listen(2048)
     sock.set_inheritable(True)
     return sock
@@ -212,10 +197,10 @@ class _Spawner:
         self._thread.join(timeout=5)
 
 
-class Target:
+class Deployment:
     """A running deployment; ``start`` returns once every worker of every master is ready."""
 
-    def __init__(self, config: TargetConfig) -> None:
+    def __init__(self, config: DeploymentConfig) -> None:
         config.validate()
         self.config = config
         self.versions: dict[str, Any] = {}
@@ -232,6 +217,11 @@ class Target:
     @property
     def error_log(self) -> Path:
         return self.run_dir / "gunicorn-error.log"
+
+    @property
+    def output_log(self) -> Path:
+        """The masters' own stdout and stderr (when the family does not log crashes there)."""
+        return self.run_dir / "gunicorn-output.log"
 
     @property
     def url(self) -> str:
@@ -260,15 +250,6 @@ class Target:
         # The first master keeps the plain names (gunicorn.pid); a later one's are numbered.
         return self.run_dir / (f"{name}{suffix}" if generation == 0 else f"{name}-{generation}{suffix}")
 
-    def _control_socket_arguments(self, generation: int) -> list[str]:
-        """gunicorn 25.1+ opens a control socket, by default one path in the user's home shared by every
-        master; each master of ours keeps its own in its run directory, gone when it is."""
-        try:
-            has_control_socket = Version(str(self.versions.get("gunicorn"))) >= _CONTROL_SOCKET_FROM
-        except InvalidVersion:
-            return []
-        return ["--control-socket", str(self._named(generation, "gunicorn", ".ctl"))] if has_control_socket else []
-
     def _make_certificate(self) -> None:
         """A throwaway certificate authority and the server's certificate (--tls)."""
         import trustme  # only a TLS run needs it (and its cryptography)
@@ -279,39 +260,30 @@ class Target:
         certificate.private_key_pem.write_to_path(str(self.run_dir / "server-key.pem"))
         certificate.cert_chain_pems[0].write_to_path(str(self.run_dir / "server-cert.pem"))
 
-    def _tls_arguments(self, cert_flag: str, key_flag: str) -> list[str]:
-        if not self.config.tls:
-            return []
-        return [cert_flag, str(self.run_dir / "server-cert.pem"), key_flag, str(self.run_dir / "server-key.pem")]
-
     @property
     def ready_dir(self) -> Path:
         """Where each worker says it is ready (``handshake_chaos_ready``)."""
         return self.run_dir / "ready"
 
     def worker_base(self) -> str:
-        if self.config.server != "gunicorn-uvicorn":
-            return self.config.server  # the family's own workers
+        own = family(self.config.server).worker_base
+        if own is not None:
+            return own
         if self.config.worker_base != "auto":
             return self.config.worker_base
         return paired_worker_base(self.versions.get("uvicorn"), self.versions.get("uvicorn_worker"))
 
-    def start(self) -> Target:
+    def start(self) -> Deployment:
         config = self.config
         self.versions = read_versions(config.python)
-        available = self.versions["ws_implementations"]
-        if config.ws != "auto" and config.ws not in available:
-            raise UsageError(
-                f"uvicorn {self.versions['uvicorn']} has no ws implementation {config.ws!r} "
-                f"(it has: {', '.join(available) or 'none'})"
-            )
+        check_ws_available(config.ws, self.versions)
         if config.run_dir is None:
             self._owned_run_dir = tempfile.TemporaryDirectory(prefix="handshake-chaos-")
             self.run_dir = Path(self._owned_run_dir.name)
         else:
             self.run_dir = config.run_dir
             self.run_dir.mkdir(parents=True, exist_ok=True)
-        check_family(config.server, self.versions)
+        family(config.server).check_release(self.versions)
         try:
             if config.tls:
                 self._make_certificate()
@@ -329,7 +301,7 @@ class Target:
     def start_master(self) -> GunicornMaster:
         """One more master on the listening socket; returns once all its workers are ready."""
         if self._spawner is None or self._socket is None:
-            raise TargetError("the deployment is not running")
+            raise DeploymentError("the deployment is not running")
         master: GunicornMaster = self._spawner.call(self._spawn_master)
         return master
 
@@ -342,55 +314,29 @@ class Target:
         return self.config.app if self.config.app == PROBE_APP else MOUNTED_APP
 
     def _command(self, generation: int, fd: int) -> list[str]:
-        if self.config.server == "uvicorn-workers":
-            return self._uvicorn_command(fd)
-        return self._gunicorn_command(generation, fd)
-
-    def _gunicorn_command(self, generation: int, fd: int) -> list[str]:
         config = self.config
-        worker_class = "asgi" if config.server == "gunicorn-asgi" else WORKER_CLASS
-        return [
-            config.python, "-m", "gunicorn", self._app(),
-            "--worker-class", worker_class,
-            "--workers", str(config.workers),
-            "--bind", f"fd://{fd}",
-            "--graceful-timeout", str(config.graceful_timeout),
-            "--timeout", str(config.worker_timeout),
-            "--error-logfile", str(self.error_log),
-            "--log-level", "info",
-            "--pid", str(self._named(generation, "gunicorn", ".pid")),
-            "--worker-tmp-dir", str(self.run_dir),
-            "--chdir", os.getcwd(),
-            *self._tls_arguments("--certfile", "--keyfile"),
-            *self._control_socket_arguments(generation),
-            *(["--log-config-json", config.log_config_json] if config.log_config_json else []),
-        ]  # fmt: skip
-
-    def _uvicorn_command(self, fd: int) -> list[str]:
-        """uvicorn's own supervisor: ``uvicorn --workers N`` on the tool's socket."""
-        config = self.config
-        log_config = self.run_dir / "uvicorn-log-config.json"
-        log_config.write_text(json.dumps(_uvicorn_log_config(self.error_log)))
-        graceful = (
-            []
-            if _older(self.versions.get("uvicorn"), _UVICORN_GRACEFUL_TIMEOUT_FROM)
-            else ["--timeout-graceful-shutdown", str(config.graceful_timeout)]
+        launch = Launch(
+            python=config.python,
+            app=self._app(),
+            fd=fd,
+            workers=config.workers,
+            ws=config.ws,
+            graceful_timeout=config.graceful_timeout,
+            worker_timeout=config.worker_timeout,
+            run_dir=self.run_dir,
+            error_log=self.error_log,
+            pidfile=self._named(generation, "gunicorn", ".pid"),
+            control_socket=self._named(generation, "gunicorn", ".ctl"),
+            versions=self.versions,
+            tls=(self.run_dir / "server-cert.pem", self.run_dir / "server-key.pem") if config.tls else None,
+            log_config_json=config.log_config_json,
+            chdir=os.getcwd(),
         )
-        return [
-            config.python, "-m", "uvicorn", self._app(),
-            "--fd", str(fd),
-            "--workers", str(config.workers),
-            "--ws", config.ws,
-            "--lifespan", "on",
-            "--log-config", str(log_config),
-            "--no-access-log",
-            *graceful,
-            *self._tls_arguments("--ssl-certfile", "--ssl-keyfile"),
-        ]  # fmt: skip
+        return family(config.server).command(launch)
 
     def _environment(self) -> dict[str, str]:
         config = self.config
-        pythonpath = [str(TARGET_SIDE_DIR), *config.app_path]
+        pythonpath = [str(SIDE_DIR), *config.app_path]
         if os.environ.get("PYTHONPATH"):
             pythonpath.append(os.environ["PYTHONPATH"])
         extra_env = dict(config.env)
@@ -413,9 +359,7 @@ class Target:
         command = self._command(generation, self._socket.fileno())
         log.info("starting %s on %s:%d: %s", self.config.server, self.config.host, self.port, " ".join(command))
         # uvicorn's workers print a crash's traceback to stderr (multiprocessing): it belongs in the log judged.
-        output_path = (
-            self.error_log if self.config.server == "uvicorn-workers" else self.run_dir / "gunicorn-output.log"
-        )
+        output_path = self.error_log if family(self.config.server).output_is_error_log else self.output_log
         with open(output_path, "ab") as output:
             process = subprocess.Popen(
                 command,
@@ -440,16 +384,15 @@ class Target:
         self._wait_ready(replica)
         return replica.master
 
-    def _startup_failure(self, why: str) -> TargetError:
+    def _startup_failure(self, why: str) -> DeploymentError:
         tail = ""
-        for path in (self.error_log, self.run_dir / "gunicorn-output.log"):
+        for path in (self.error_log, self.output_log):
             with contextlib.suppress(OSError):
                 lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
                 if lines:
                     tail = lines[-1].strip()
                     break
-        name = "uvicorn" if self.config.server == "uvicorn-workers" else "gunicorn"
-        return TargetError(f"{name} {why}" + (f": {tail}" if tail else ""))
+        return DeploymentError(f"{family(self.config.server).program} {why}" + (f": {tail}" if tail else ""))
 
     def _wait_ready(self, replica: _Replica) -> None:
         deadline = time.monotonic() + self.config.startup_timeout
@@ -490,7 +433,7 @@ class Target:
             self._owned_run_dir = None
         return codes[0] if codes else None
 
-    def __enter__(self) -> Target:
+    def __enter__(self) -> Deployment:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:
@@ -527,22 +470,3 @@ def _stop_processes(processes: list[subprocess.Popen[bytes]], graceful_timeout: 
                 child.kill()
     psutil.wait_procs(survivors, timeout=5)
     return codes
-
-
-def _older(version: object, than: Version) -> bool:
-    try:
-        return Version(str(version)) < than
-    except InvalidVersion:
-        return False
-
-
-def _uvicorn_log_config(error_log: Path) -> dict[str, Any]:
-    handler = {"class": "logging.FileHandler", "formatter": "gunicorn_like", "filename": str(error_log)}
-    logger = {"level": "INFO", "handlers": ["error_file"], "propagate": False}
-    return {
-        "version": 1,
-        "disable_existing_loggers": False,
-        "formatters": {"gunicorn_like": {"format": _UVICORN_LOG_FORMAT, "datefmt": "%Y-%m-%d %H:%M:%S %z"}},
-        "handlers": {"error_file": handler},
-        "loggers": {"uvicorn": logger, "uvicorn.error": logger, "uvicorn.access": {**logger, "level": "WARNING"}},
-    }
