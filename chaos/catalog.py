@@ -18,8 +18,6 @@ from dataclasses import dataclass, field
 
 from packaging.version import InvalidVersion, Version
 
-WS_IMPLEMENTATIONS = ("wsproto", "websockets", "websockets-sansio")
-
 
 @dataclass(frozen=True)
 class KnownFailure:
@@ -162,10 +160,6 @@ CLIENT_SIGNATURES = (
 
 _BY_SIGNATURE = {entry.signature: entry for entry in CATALOG}
 ERROR_ENTRIES = tuple(entry for entry in CATALOG if not entry.noise)
-
-
-def entry(signature: str) -> KnownFailure | None:
-    return _BY_SIGNATURE.get(signature)
 
 
 def reference(signature: str) -> str | None:

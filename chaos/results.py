@@ -27,6 +27,10 @@ Role = Literal["worker", "master"]
 # How a real deploy stops a server, as the controller reproduces it (docs/deploy-shapes.md).
 Mode = Literal["worker-term", "worker-int", "master-ttou", "master-hup", "master-term", "rollout"]
 ExitKind = Literal["clean", "signalled", "nonzero", "crash", "timeout", "killed", "unknown"]
+# uvicorn's websocket implementations (--ws); "auto" lets uvicorn pick among those installed.
+WsImplementation = Literal["wsproto", "websockets", "websockets-sansio"]
+WS_IMPLEMENTATIONS: tuple[WsImplementation, ...] = get_args(WsImplementation)
+WS_CHOICES: tuple[str, ...] = ("auto", *WS_IMPLEMENTATIONS)
 # The server under test: gunicorn with uvicorn's worker, uvicorn's own supervisor, gunicorn's own ASGI worker.
 ServerFamily = Literal["gunicorn-uvicorn", "uvicorn-workers", "gunicorn-asgi"]
 

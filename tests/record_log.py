@@ -28,7 +28,7 @@ from chaos.deployment.processes import worker_peers
 from chaos.load.client import hold_handshake
 from chaos.load.ledger import HandshakeLedger
 from chaos.results import SERVER_FAMILIES, ServerFamily
-from chaos.run.controller import ControllerConfig, RollingTermController
+from chaos.run.controller import ControllerConfig, RollingSignalController
 
 
 def record(
@@ -78,7 +78,7 @@ def record(
             assert target.master is not None
             oldest = target.master.workers()[0].pid
             held, _ = ledger.mark(0, worker_peers(oldest, target.port), time.time(), commit=False)
-            controller = RollingTermController(target.master, ControllerConfig(interval=0, jitter=0, max_signals=1))
+            controller = RollingSignalController(target.master, ControllerConfig(interval=0, jitter=0, max_signals=1))
             controller.run(threading.Event())
             for client in clients:
                 client.join(timeout=hold + 30)

@@ -18,9 +18,10 @@ from chaos import __version__
 from chaos.commands.matrix import MatrixConfig, MatrixSettings, run_matrix
 from chaos.commands.soak import SoakConfig, SoakSettings, locustfile, run_soak, soak_exit_code
 from chaos.commands.stopping import Interrupted, StopFlag
-from chaos.deployment.processes import GunicornMaster
+from chaos.deployment.processes import ServerMaster
 from chaos.detect.client import ClientRecorder
 from chaos.errors import ChaosError, UsageError
+from chaos.linux import require_linux
 from chaos.optionmodel import add_to_parser, build, option
 from chaos.report.dashboard import write_shipped
 from chaos.report.matrix_tables import terminal
@@ -112,7 +113,7 @@ def run_locust(arguments: Sequence[str]) -> NoReturn:
 def run_controller(values: dict[str, Any]) -> int:
     settings = build(ControllerSettings, values, "controller")
     options = build(ChaosOptions, values, "controller")
-    master = GunicornMaster(options.master_pid())
+    master = ServerMaster(options.master_pid())
     listening = master.listen_address()
     host = f"ws://{listening[0]}:{listening[1]}" if listening else "ws://127.0.0.1:0"
     options.check_workers(len(master.workers()))
@@ -148,8 +149,9 @@ _COMMANDS = {
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     if arguments[:1] == ["locust"]:
-        run_locust(arguments[1:])  # Locust parses the rest, --help included
+        run_locust(arguments[1:])  # the plugin says it, where Locust runs  # Locust parses the rest, --help included
     try:
+        require_linux()
         args = build_parser().parse_args(arguments)
         logging.basicConfig(
             level=logging.DEBUG if args.verbose else logging.INFO,

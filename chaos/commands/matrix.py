@@ -19,7 +19,6 @@ from chaos.commands.soak import SoakConfig, prepare, run_soak
 from chaos.commands.stopping import Interrupted, StopFlag
 from chaos.deployment.environments import parse_version
 from chaos.deployment.families import OWN_WS_LABELS, family
-from chaos.deployment.launcher import WS_IMPLEMENTATIONS
 from chaos.errors import ChaosError, UsageError
 from chaos.optionmodel import option
 from chaos.report.matrix_tables import write_all
@@ -28,6 +27,7 @@ from chaos.results import (
     DEFAULT_SERVER,
     MODES,
     SERVER_FAMILIES,
+    WS_CHOICES,
     ExitCode,
     MatrixCell,
     MatrixResult,
@@ -56,7 +56,7 @@ class MatrixSettings:
         ["wsproto", "websockets"],
         "--ws",
         "ws implementations",
-        choices=WS_IMPLEMENTATIONS,
+        choices=WS_CHOICES,
         what="implementation",
         choices_named="uvicorn's ws implementations are",
         scope="process",
@@ -113,7 +113,7 @@ class MatrixConfig:
         for item in matrix.expect_fail:
             release, _, rest = item.partition(":")
             ws, _, mode = rest.partition(":")
-            if not release or (ws and ws not in (*WS_IMPLEMENTATIONS, *OWN_WS_LABELS)) or (mode and mode not in MODES):
+            if not release or (ws and ws not in (*WS_CHOICES, *OWN_WS_LABELS)) or (mode and mode not in MODES):
                 raise UsageError(f"--expect-fail takes RELEASE, RELEASE:WS or RELEASE:WS:MODE, got {item!r}")
             if not any(
                 cell[0] == release and (not ws or cell[1] == ws) and (not mode or cell[2] == mode) for cell in cells

@@ -35,7 +35,7 @@ from chaos.optionmodel import changed_args, declared, option
 from chaos.report.files import write_markdown_report
 from chaos.report.page import write_soak_page
 from chaos.report.text import format_summary
-from chaos.results import RunSummary, SignalsSummary, SoakRun
+from chaos.results import ExitCode, RunSummary, SignalsSummary, SoakRun
 from chaos.run.gate import interrupted, verdict
 from chaos.run.options import ChaosOptions
 from chaos.run.session import FIRST_SEEN
@@ -397,7 +397,7 @@ def _error_summary(
     if interrupted_by is not None:
         gate = interrupted(interrupted_by)
     else:
-        gate = verdict("error", reason, exit_code=code if code in (2, 4) else None)
+        gate = verdict("error", reason, exit_code=code if code in (ExitCode.USAGE, ExitCode.NOT_STARTED) else None)
     return RunSummary(
         release=prepared.release,
         ws=family(config.options.server).ws_label(config.options.ws),
@@ -419,6 +419,6 @@ def _free_port(host: str) -> int:
 
 def soak_exit_code(summary: RunSummary) -> int:
     code = summary.gate.exit_code
-    if code not in (0, 1, 2, 3, 4, 130, 143):
+    if code not in set(ExitCode):
         raise DeploymentError(f"unexpected gate exit code {code}")
     return code

@@ -31,9 +31,9 @@ import psutil
 from packaging.version import InvalidVersion, Version
 
 from chaos.deployment.families import Launch, family
-from chaos.deployment.processes import GunicornMaster, die_with_parent
+from chaos.deployment.processes import ServerMaster, die_with_parent
 from chaos.errors import DeploymentError, UsageError
-from chaos.results import DEFAULT_SERVER, ServerFamily
+from chaos.results import DEFAULT_SERVER, WS_CHOICES, ServerFamily
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,6 @@ SIDE_DIR = Path(__file__).resolve().parent / "side"
 PROBE_APP = "handshake_chaos_probe:app"
 PROBE_WS_PATH = "/ws/probe"  # the probe's route (handshake_chaos_probe.WS_PATH)
 MOUNTED_APP = "handshake_chaos_mount:app"
-WS_IMPLEMENTATIONS = ("auto", "wsproto", "websockets", "websockets-sansio")
 WORKER_BASES = ("auto", "uvicorn_worker", "uvicorn.workers")
 # uvicorn-worker 0.3.0 cannot run uvicorn 0.36.0 or later; 0.4.0 can (both published 2025-09-20, the
 # worker nine hours after uvicorn, so resolving 0.36.0 as of its own publication picks 0.3.0).
@@ -101,8 +100,8 @@ class DeploymentConfig:
         spec = family(self.server)
         if self.log_config_json and not spec.takes_log_config_json:
             raise UsageError(f"--log-config-json is gunicorn's flag: with --server {self.server} the tool sets the log")
-        if self.ws not in WS_IMPLEMENTATIONS:
-            raise UsageError(f"unknown ws implementation {self.ws!r} (choose from {', '.join(WS_IMPLEMENTATIONS)})")
+        if self.ws not in WS_CHOICES:
+            raise UsageError(f"unknown ws implementation {self.ws!r} (choose from {', '.join(WS_CHOICES)})")
         if self.worker_base not in WORKER_BASES:
             raise UsageError(f"unknown worker base {self.worker_base!r} (choose from {', '.join(WORKER_BASES)})")
         if not 0 <= self.port <= 65535:
@@ -160,7 +159,7 @@ class _Replica:
 
     generation: int
     process: subprocess.Popen[bytes]
-    master: GunicornMaster
+    master: ServerMaster
 
 
 class _Spawner:
@@ -233,7 +232,7 @@ class Deployment:
         """The certificate authority clients trust for the embedded deployment's TLS, if any."""
         return self.run_dir / "ca.pem" if self.config.tls else None
 
-    def masters(self) -> list[GunicornMaster]:
+    def masters(self) -> list[ServerMaster]:
         """The live masters this deployment started, oldest first (exited ones are reaped here)."""
         with self._lock:
             live = [replica for replica in self._replicas if replica.process.poll() is None]
@@ -241,7 +240,7 @@ class Deployment:
             return [replica.master for replica in live]
 
     @property
-    def master(self) -> GunicornMaster | None:
+    def master(self) -> ServerMaster | None:
         """The oldest live master (the only one unless replicas run side by side)."""
         masters = self.masters()
         return masters[0] if masters else None
@@ -298,11 +297,11 @@ class Deployment:
             raise
         return self
 
-    def start_master(self) -> GunicornMaster:
+    def start_master(self) -> ServerMaster:
         """One more master on the listening socket; returns once all its workers are ready."""
         if self._spawner is None or self._socket is None:
             raise DeploymentError("the deployment is not running")
-        master: GunicornMaster = self._spawner.call(self._spawn_master)
+        master: ServerMaster = self._spawner.call(self._spawn_master)
         return master
 
     def restore(self) -> None:
@@ -353,7 +352,7 @@ class Deployment:
             "PYTHONUNBUFFERED": "1",
         }
 
-    def _spawn_master(self) -> GunicornMaster:
+    def _spawn_master(self) -> ServerMaster:
         assert self._socket is not None
         generation, self._generations = self._generations, self._generations + 1
         command = self._command(generation, self._socket.fileno())
@@ -374,7 +373,7 @@ class Deployment:
                 preexec_fn=die_with_parent,
             )
         try:
-            replica = _Replica(generation, process, GunicornMaster(process.pid, ready_dir=self.ready_dir))
+            replica = _Replica(generation, process, ServerMaster(process.pid, ready_dir=self.ready_dir))
         except BaseException:
             _stop_process(process, self.config.graceful_timeout)
             raise

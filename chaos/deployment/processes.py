@@ -64,7 +64,7 @@ def read_pidfile(path: str | os.PathLike[str]) -> int:
 _HELPER_MARKERS = ("resource_tracker", "semaphore_tracker", "forkserver")
 
 
-class GunicornMaster:
+class ServerMaster:
     """A verified, live server master (gunicorn's arbiter, or uvicorn's supervisor) and a view of its workers.
 
     ``ready_dir`` is where the workers of a deployment the tool started say they are ready

@@ -8,7 +8,10 @@ equal Locust's request count: nothing is counted twice or lost.
 
 from __future__ import annotations
 
+import time
 from typing import Any
+
+from locust.runners import STATE_MISSING
 
 from chaos.detect.client import ClientDelta, ClientRecorder
 from chaos.detect.totals import RunTotals
@@ -18,6 +21,8 @@ from chaos.results import Address, SignalRecord
 TERM_MESSAGE = "handshake_chaos_term"
 EXPOSURE_MESSAGE = "handshake_chaos_exposure"
 REPORT_KEY = "handshake_chaos"
+# A worker that went missing does not hold a signal's exposure open past this.
+ANSWER_SECONDS = 10.0
 
 
 class BroadcastExposure:
@@ -26,12 +31,16 @@ class BroadcastExposure:
     def __init__(self, runner: Any) -> None:
         self.runner = runner
         self._asked: dict[int, SignalRecord] = {}
+        # Per signal: the workers asked, the answers still due, and when it was asked.
+        self._due: dict[int, tuple[int, float]] = {}
         self._pending_by_worker: dict[str, int] = {}
         runner.register_message(EXPOSURE_MESSAGE, self._on_answer)
 
     def resolve(self, record: SignalRecord, peers: frozenset[Address]) -> None:
         if not record.dry_run:
             self._asked[record.id] = record
+            workers = sum(1 for node in self.runner.clients.all if node.state != STATE_MISSING)
+            self._due[record.id] = (workers, time.monotonic())
             data = {"id": record.id, "time": record.time, "peers": [list(peer) for peer in peers]}
             self.runner.send_message(TERM_MESSAGE, data)
         return None
@@ -39,10 +48,24 @@ class BroadcastExposure:
     def pending(self) -> int:
         return sum(self._pending_by_worker.values())
 
+    def answered(self, record: SignalRecord) -> bool:
+        """Every worker asked has answered; one that went missing is waited for at most ANSWER_SECONDS."""
+        due = self._due.get(record.id)
+        if due is None:
+            return True
+        remaining, asked_at = due
+        if remaining <= 0 or time.monotonic() - asked_at > ANSWER_SECONDS:
+            del self._due[record.id]
+            return True
+        return False
+
     def _on_answer(self, environment: Any, msg: Any, **_kwargs: Any) -> None:
         record = self._asked.get(int(msg.data["id"]))
         if record is not None:
             record.pending += int(msg.data["pending"])
+            due = self._due.get(record.id)
+            if due is not None:
+                self._due[record.id] = (due[0] - 1, due[1])
 
     def worker_report(self, totals: RunTotals, client_id: str, data: dict[str, Any]) -> None:
         """A worker's stats report: its counts since the last one, and its handshakes in flight."""

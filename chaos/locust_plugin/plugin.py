@@ -31,6 +31,7 @@ import gevent
 from chaos.detect.client import ClientRecorder
 from chaos.detect.totals import RunTotals
 from chaos.errors import ChaosError
+from chaos.linux import require_linux
 from chaos.load.client import HandshakeResult, LoadProfile, hold_one
 from chaos.load.ledger import HandshakeLedger
 from chaos.locust_plugin import webui
@@ -116,6 +117,7 @@ def _on_init(environment: Any, runner: Any, web_ui: Any = None, **_kwargs: Any) 
         gevent.signal_handler(signal.SIGINT, _interrupt_main)
     _PART.reset_on_spawned = bool(getattr(environment, "reset_stats", False))
     try:
+        require_linux()
         options = build(ChaosOptions, vars(environment.parsed_options), "locust")
         _PART.use(options)
         if isinstance(runner, WorkerRunner):

@@ -18,16 +18,16 @@ from typing import Any
 from chaos.report.page import soak_page
 from chaos.results import RunSummary
 
-SIGNALS, ERRORS, GATE = "chaos-signals", "chaos-errors", "chaos-gate"
+SIGNALS_TABLE, ERRORS_TABLE, GATE_TABLE = "chaos-signals", "chaos-errors", "chaos-gate"
 TABS = [
-    {"title": "Chaos signals", "key": SIGNALS},
-    {"title": "Chaos errors", "key": ERRORS},
-    {"title": "Chaos gate", "key": GATE},
+    {"title": "Chaos signals", "key": SIGNALS_TABLE},
+    {"title": "Chaos errors", "key": ERRORS_TABLE},
+    {"title": "Chaos gate", "key": GATE_TABLE},
 ]
 # Column keys are single words: the UI camel-cases keys, and single words stay as they are.
 TABLES = [
     {
-        "key": SIGNALS,
+        "key": SIGNALS_TABLE,
         "structure": [
             {"key": "id", "title": "#"},
             {"key": "at", "title": "at (s)"},
@@ -39,7 +39,7 @@ TABLES = [
         ],
     },
     {
-        "key": ERRORS,
+        "key": ERRORS_TABLE,
         "structure": [
             {"key": "side", "title": "side"},
             {"key": "signature", "title": "signature"},
@@ -50,7 +50,7 @@ TABLES = [
         ],
     },
     {
-        "key": GATE,
+        "key": GATE_TABLE,
         "structure": [
             {"key": "verdict", "title": "verdict so far"},
             {"key": "code", "title": "exit code"},
@@ -92,10 +92,10 @@ def extended_stats(summary: RunSummary) -> list[dict[str, Any]]:
     ][:_MAX_ROWS]
     gate = summary.gate
     return [
-        {"key": SIGNALS, "data": signals},
-        {"key": ERRORS, "data": errors},
+        {"key": SIGNALS_TABLE, "data": signals},
+        {"key": ERRORS_TABLE, "data": errors},
         {
-            "key": GATE,
+            "key": GATE_TABLE,
             "data": [{"name": "gate", "verdict": gate.verdict, "code": gate.exit_code, "reason": gate.reason}],
         },
     ]

@@ -23,7 +23,7 @@ UID = "handshake-chaos"
 TITLE = "handshake-chaos: handshake-time shutdown errors"
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 SELECTOR = 'release=~"$release", ws=~"$ws", mode=~"$mode"'
-SIGNALS = f"handshake_chaos_signals_total{{{SELECTOR}}}"
+SIGNALS_SERIES = f"handshake_chaos_signals_total{{{SELECTOR}}}"
 
 
 def _target(expr: str, legend: str = "", instant: bool = False, table: bool = False, ref: str = "A") -> dict[str, Any]:
@@ -295,7 +295,7 @@ def mode_row(y: int) -> list[dict[str, Any]]:
             (12, y + 1, 12, 8),
             [
                 _target(
-                    f"60 * sum by (mode, signal, role) (rate({SIGNALS}[$__rate_interval]))",
+                    f"60 * sum by (mode, signal, role) (rate({SIGNALS_SERIES}[$__rate_interval]))",
                     "{{mode}}: {{signal}} to {{role}}",
                 )
             ],
@@ -338,7 +338,7 @@ def annotation_queries() -> list[dict[str, Any]]:
             "iconColor": "orange",
             # $__rate_interval, not $__interval: windows one step wide miss the increments that fall
             # between two steps' samples; $__rate_interval spans a step plus a scrape, so none is lost.
-            "expr": f"sum by (release, role) (changes({SIGNALS}[$__rate_interval])) > 0",
+            "expr": f"sum by (release, role) (changes({SIGNALS_SERIES}[$__rate_interval])) > 0",
             "step": "$__interval",
             "titleFormat": "TERM",
             "textFormat": "{{release}}: TERM to a {{role}}",

@@ -20,7 +20,7 @@ from typing import Literal, Protocol
 
 import psutil
 
-from chaos.deployment.processes import GunicornMaster
+from chaos.deployment.processes import ServerMaster
 from chaos.errors import UsageError
 from chaos.results import Address, Mode, Role, SignalRecord, SignalsSummary
 
@@ -45,7 +45,7 @@ class ModeSpec:
 
 
 # gunicorn's TTOU and HUP both end the *oldest* workers (Arbiter.manage_workers sorts by age).
-MODES: dict[Mode, ModeSpec] = {
+MODE_SPECS: dict[Mode, ModeSpec] = {
     "worker-term": ModeSpec("TERM", "worker"),
     "worker-int": ModeSpec("INT", "worker"),
     "master-ttou": ModeSpec("TTOU", "master", restore="TTIN"),
@@ -54,21 +54,21 @@ MODES: dict[Mode, ModeSpec] = {
     "rollout": ModeSpec("TERM", "master", reaches_all=True, redeploy="surge"),
 }
 # Modes whose deployment the tool must be able to start again: embedded only.
-REDEPLOYING_MODES: tuple[Mode, ...] = tuple(mode for mode, spec in MODES.items() if spec.redeploy)
+REDEPLOYING_MODES: tuple[Mode, ...] = tuple(mode for mode, spec in MODE_SPECS.items() if spec.redeploy)
 
 
 class Redeployable(Protocol):
     """A deployment that can start another master on its listening socket (the embedded one)."""
 
-    def masters(self) -> list[GunicornMaster]: ...
+    def masters(self) -> list[ServerMaster]: ...
 
-    def start_master(self) -> GunicornMaster: ...
+    def start_master(self) -> ServerMaster: ...
 
     def restore(self) -> None:
         """Starts masters until the deployment has its configured number again."""
 
 
-class StopFlag(Protocol):
+class StopEvent(Protocol):
     def is_set(self) -> bool: ...
 
     def wait(self, timeout: float | None = None) -> bool: ...
@@ -88,7 +88,7 @@ class ControllerConfig:
 
     @property
     def spec(self) -> ModeSpec:
-        spec = MODES[self.mode]
+        spec = MODE_SPECS[self.mode]
         # The controller command's --signal picks the worker signal of the default mode.
         return ModeSpec(self.signal_name, "worker") if self.mode == "worker-term" else spec
 
@@ -103,10 +103,10 @@ class ControllerState:
         return SignalsSummary.of(self.records)
 
 
-class RollingTermController:
+class RollingSignalController:
     def __init__(
         self,
-        master: GunicornMaster,
+        master: ServerMaster,
         config: ControllerConfig,
         snapshot: Callable[[int], frozenset[Address]] | None = None,
         on_signal: Callable[[SignalRecord, dict[int, frozenset[Address]]], int | None] | None = None,
@@ -130,7 +130,7 @@ class RollingTermController:
         self.state = state if state is not None else ControllerState()
         self._random = random.Random(config.seed)
 
-    def run(self, stop: StopFlag) -> ControllerState:
+    def run(self, stop: StopEvent) -> ControllerState:
         """Roll until ``stop`` is set, the master is gone, or this run's max_signals is reached."""
         already = len(self.state.records)
         if self.deployment is not None and self.config.spec.redeploy:
@@ -157,7 +157,7 @@ class RollingTermController:
             return bool(self.deployment.masters())
         return self.master.is_alive()
 
-    def step(self, stop: StopFlag) -> SignalRecord | None:
+    def step(self, stop: StopEvent) -> SignalRecord | None:
         spec = self.config.spec
         if spec.redeploy:
             return self._redeploy_step(stop)
@@ -188,12 +188,12 @@ class RollingTermController:
             self.on_replaced(record)
         return record
 
-    def _redeploy_step(self, stop: StopFlag) -> SignalRecord | None:
+    def _redeploy_step(self, stop: StopEvent) -> SignalRecord | None:
         """TERM a whole master: restarted after it exits ("restart"), or replaced by one started and
         ready before it is signalled ("surge", a rolling update with one surge)."""
         assert self.deployment is not None
         spec = self.config.spec
-        started_new: GunicornMaster | None = None
+        started_new: ServerMaster | None = None
         masters = self.deployment.masters()
         if not masters:
             return None
@@ -242,7 +242,7 @@ class RollingTermController:
         role: Role,
         name: str,
         target: psutil.Process,
-        master: GunicornMaster,
+        master: ServerMaster,
         reached: list[psutil.Process],
         peers: dict[int, frozenset[Address]],
         snapshot_time: float,
@@ -282,7 +282,7 @@ class RollingTermController:
         reached: list[psutil.Process],
         before: set[int],
         expected: int,
-        stop: StopFlag,
+        stop: StopEvent,
     ) -> None:
         """Until every reached worker has exited and the master serves again with ``expected`` ready workers."""
         spec = self.config.spec

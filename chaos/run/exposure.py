@@ -21,6 +21,9 @@ class ExposureStrategy(Protocol):
     def pending(self) -> int:
         """Handshakes in flight right now, wherever the users run."""
 
+    def answered(self, record: SignalRecord) -> bool:
+        """Every answer about ``record``'s exposure is in (its pending count no longer changes)."""
+
 
 class LocalExposure:
     """The users run in this process: its ledger knows their handshakes."""
@@ -36,3 +39,6 @@ class LocalExposure:
 
     def pending(self) -> int:
         return len(self.ledger)
+
+    def answered(self, record: SignalRecord) -> bool:
+        return True  # resolved in place, at the signal

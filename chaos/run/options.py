@@ -13,15 +13,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from chaos.deployment.families import family
-from chaos.deployment.launcher import PROBE_WS_PATH, WS_IMPLEMENTATIONS, DeploymentConfig
+from chaos.deployment.launcher import PROBE_WS_PATH, DeploymentConfig
 from chaos.deployment.processes import read_pidfile
 from chaos.detect.logfollow import GUNICORN_FORMAT, JsonFormat, LineFormat, PlainFormat
 from chaos.errors import UsageError
 from chaos.load.client import LoadProfile
 from chaos.optionmodel import RUN, check_all, option
-from chaos.results import DEFAULT_MODE, DEFAULT_SERVER, MODES, SERVER_FAMILIES, Mode, ServerFamily
-from chaos.run.controller import MODES as MODE_SPECS
-from chaos.run.controller import REDEPLOYING_MODES, WORKER_SIGNALS, ControllerConfig
+from chaos.results import DEFAULT_MODE, DEFAULT_SERVER, MODES, SERVER_FAMILIES, WS_CHOICES, Mode, ServerFamily
+from chaos.run.controller import MODE_SPECS, REDEPLOYING_MODES, WORKER_SIGNALS, ControllerConfig
 from chaos.run.gate import EvidencePolicy, GatePolicy
 
 _CONTROLLED = RUN | {"controller"}
@@ -75,7 +74,7 @@ class ChaosOptions:
         "uvicorn ws implementation (the embedded deployment's; the ws label otherwise)",
         scope="process",
         entry_points=frozenset({"locust", "soak", "controller"}),
-        choices=WS_IMPLEMENTATIONS,
+        choices=WS_CHOICES,
         defaults={"soak": "wsproto"},
         what="implementation",
         choices_named="uvicorn's ws implementations are",

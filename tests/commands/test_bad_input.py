@@ -88,7 +88,7 @@ CASES: list[tuple[list[str], int, str]] = [
     ([*MATRIX, "--report-dir", "/proc/x"], 2, "cannot be written"),
     ([*MATRIX, "--cache-dir", "{file}"], 2, "--cache-dir"),
     # controller
-    (["controller"], 2, "give the gunicorn master as --pid or --pidfile"),
+    (["controller"], 2, "give the gunicorn master as --target-pid or --target-pidfile"),
     (["controller", "--pid", "999999999"], 2, "no process with pid"),
     (["controller", "--pidfile", "/nonexistent/gunicorn.pid"], 2, "cannot read pidfile"),
     (["controller", "--pidfile", "{file}"], 2, "does not hold a pid"),
@@ -155,7 +155,7 @@ LOCUST_CASES: list[tuple[list[str], str]] = [
     (["--term-interval", "-1"], "--term-interval: must be at least 0"),
     (["--max-signals", "lots"], "--max-signals: expected a whole number"),
     (["--dry-run", "--min-alive", "x"], "--min-alive: expected a whole number"),
-    (["--host", "ws://127.0.0.1:1", "--target-pid", "1", "--target-pidfile", "/x"], "pid or a pidfile, not both"),
+    (["--host", "ws://127.0.0.1:1", "--target-pid", "1", "--target-pidfile", "/x"], "one of them, not both"),
 ]
 
 
@@ -179,3 +179,24 @@ def test_bad_locustfile_options_are_one_line_and_exit_2(args, message, tmp_path)
 
 def test_enough_bad_inputs_are_covered():
     assert len(CASES) + len(LOCUST_CASES) >= 60
+
+
+def test_another_platform_is_one_line_and_exit_2():
+    """Linux is said, not assumed: elsewhere every command stops before anything with one line."""
+    code = (
+        "import sys; sys.platform = 'darwin'; from chaos.commands.cli import main; "
+        "raise SystemExit(main(['soak', '--duration', '5s']))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "runs on Linux only" in lines[0] and "darwin" in lines[0], lines
+
+
+def test_the_platform_check_itself():
+    from chaos.errors import UsageError
+    from chaos.linux import require_linux
+
+    require_linux("linux")
+    with pytest.raises(UsageError, match="this is win32"):
+        require_linux("win32")

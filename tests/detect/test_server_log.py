@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from chaos import catalog
 from chaos.detect.logfollow import FileTail, LogRecord, RecordParser
 from chaos.detect.server import Classifier, DetectedError, ServerDetector, snake_case
+from chaos.results import WS_IMPLEMENTATIONS
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 RECORDED = {
@@ -270,7 +271,7 @@ def test_fixes_are_per_ws_implementation_and_a_fixed_failure_back_is_a_regressio
     assert regression("shutdown_exception_value_error", "wsproto", "0.54.0") is None
     assert regression("uvicorn_596_wsproto_close_during_handshake", "wsproto", "not-a-version") is None
     for entry in catalog.CATALOG:
-        assert set(entry.fixed_in) <= set(catalog.WS_IMPLEMENTATIONS), entry.signature
+        assert set(entry.fixed_in) <= set(WS_IMPLEMENTATIONS), entry.signature
         assert entry.reference.startswith("https://"), entry.signature
 
 

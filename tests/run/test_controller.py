@@ -8,11 +8,11 @@ import time
 import psutil
 import pytest
 
-from chaos.deployment.processes import GunicornMaster, worker_peers
+from chaos.deployment.processes import ServerMaster, worker_peers
 from chaos.errors import UsageError
 from chaos.load.client import ACCEPTED, hold_handshake
 from chaos.load.ledger import HandshakeLedger
-from chaos.run.controller import ControllerConfig, RollingTermController
+from chaos.run.controller import ControllerConfig, RollingSignalController
 from tests.conftest import wait_until
 
 
@@ -23,7 +23,9 @@ def test_rolls_every_worker_and_keeps_the_master(start_deployment):
     config = ControllerConfig(interval=0.1, jitter=0.0, min_alive=1, max_signals=3)
     signalled: set[int] = set()
     violations: list[int] = []
-    controller = RollingTermController(master, config, on_signal=lambda record, peers: signalled.add(record.worker_pid))
+    controller = RollingSignalController(
+        master, config, on_signal=lambda record, peers: signalled.add(record.worker_pid)
+    )
     stop = threading.Event()
 
     def watch_min_alive() -> None:
@@ -53,7 +55,7 @@ def test_rolls_every_worker_and_keeps_the_master(start_deployment):
 def test_min_alive_rule_blocks_the_signal(start_deployment):
     target = start_deployment(workers=2)
     before = [w.pid for w in target.master.workers()]
-    controller = RollingTermController(target.master, ControllerConfig(interval=0, jitter=0, min_alive=2))
+    controller = RollingSignalController(target.master, ControllerConfig(interval=0, jitter=0, min_alive=2))
     assert controller.step(threading.Event()) is None
     assert controller.state.skipped_min_alive == 1
     assert [w.pid for w in target.master.workers()] == before
@@ -64,7 +66,7 @@ def test_min_alive_rule_blocks_the_signal(start_deployment):
 def test_dry_run_sends_nothing(start_deployment):
     target = start_deployment(workers=2)
     before = [w.pid for w in target.master.workers()]
-    controller = RollingTermController(
+    controller = RollingSignalController(
         target.master, ControllerConfig(interval=0.05, jitter=0, dry_run=True, max_signals=3)
     )
     state = controller.run(threading.Event())
@@ -94,7 +96,7 @@ def test_a_worker_that_exited_is_not_verified_again(start_deployment):
 
 def test_not_a_gunicorn_master_is_refused():
     with pytest.raises(UsageError, match="not a gunicorn or uvicorn master"):
-        GunicornMaster(psutil.Process().pid)
+        ServerMaster(psutil.Process().pid)
 
 
 def test_exposure_counts_the_pending_handshakes_each_worker_holds(start_deployment):
@@ -131,5 +133,5 @@ def test_signal_ids_stay_unique_across_controller_restarts(start_deployment):
     state = ControllerState()  # what a session keeps across Locust's stop/start
     for max_signals in (2, 2):  # max-signals counts per test run (each Locust start)
         config = ControllerConfig(interval=0.01, jitter=0, dry_run=True, max_signals=max_signals)
-        RollingTermController(target.master, config, state=state).run(threading.Event())
+        RollingSignalController(target.master, config, state=state).run(threading.Event())
     assert [record.id for record in state.records] == [1, 2, 3, 4]

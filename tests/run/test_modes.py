@@ -11,7 +11,7 @@ import pytest
 from chaos.errors import UsageError
 from chaos.load.client import hold_handshake
 from chaos.results import ACCEPTED, REFUSED
-from chaos.run.controller import MODES, ControllerConfig, RollingTermController
+from chaos.run.controller import MODE_SPECS, ControllerConfig, RollingSignalController
 from tests.conftest import wait_until
 
 
@@ -31,9 +31,9 @@ def test_each_mode_signals_what_it_says_and_the_deployment_recovers(start_deploy
         return 0
 
     config = ControllerConfig(interval=0.05, jitter=0, max_signals=1, mode=mode)
-    state = RollingTermController(master, config, on_signal=on_signal).run(threading.Event())
+    state = RollingSignalController(master, config, on_signal=on_signal).run(threading.Event())
     [record] = state.records
-    spec = MODES[mode]
+    spec = MODE_SPECS[mode]
     assert (record.signal, record.role, record.mode) == (spec.signal, spec.role, mode)
     expected_reach = sorted(original) if spec.reaches_all else [original[0]]  # the oldest
     assert reached_by_signal[1] == expected_reach
@@ -50,7 +50,7 @@ def test_a_reload_waits_for_the_whole_new_generation(start_deployment):
     target = start_deployment(workers=3, graceful_timeout=2)
     original = {w.pid for w in target.master.workers()}
     config = ControllerConfig(interval=0.05, jitter=0, max_signals=2, mode="master-hup")
-    state = RollingTermController(target.master, config).run(threading.Event())
+    state = RollingSignalController(target.master, config).run(threading.Event())
     assert len(state.records) == 2
     first, second = state.records
     assert first.role == "master" and first.signal == "HUP"
@@ -85,7 +85,7 @@ def test_master_term_restarts_the_deployment_on_its_socket_and_no_client_is_refu
     try:
         wait_until(lambda: sum(outcomes.values()) >= 8, 30, "handshakes before the first TERM")
         config = ControllerConfig(interval=0.3, jitter=0, max_signals=2, mode="master-term")
-        state = RollingTermController(first, config, deployment=target).run(threading.Event())
+        state = RollingSignalController(first, config, deployment=target).run(threading.Event())
         wait_until(lambda: sum(outcomes.values()) >= 8 + 40, 60, "handshakes after the restarts")
     finally:
         stop_clients.set()
@@ -116,7 +116,7 @@ def test_rollout_surges_a_new_master_then_terms_the_oldest(start_deployment):
         return 0
 
     config = ControllerConfig(interval=0.1, jitter=0, max_signals=2, mode="rollout")
-    state = RollingTermController(masters[0], config, on_signal=on_signal, deployment=target).run(threading.Event())
+    state = RollingSignalController(masters[0], config, on_signal=on_signal, deployment=target).run(threading.Event())
     assert [r.master_pid for r in state.records] == [m.pid for m in masters]  # oldest first
     assert seen_during == [3, 3]
     assert not _alive(original)
@@ -129,7 +129,7 @@ def test_master_term_and_rollout_need_a_deployment_the_tool_can_restart(start_de
     target = start_deployment(workers=1)
     for mode in ("master-term", "rollout"):
         with pytest.raises(UsageError, match="only the embedded"):
-            RollingTermController(target.master, ControllerConfig(mode=mode))
+            RollingSignalController(target.master, ControllerConfig(mode=mode))
 
 
 def test_a_master_that_is_gone_is_never_signalled(start_deployment):
@@ -150,7 +150,7 @@ def test_a_master_that_is_gone_is_never_signalled(start_deployment):
         def restore(self) -> None:
             pass
 
-    controller = RollingTermController(old, ControllerConfig(mode="master-term"), deployment=Stale())
+    controller = RollingSignalController(old, ControllerConfig(mode="master-term"), deployment=Stale())
     assert controller.step(threading.Event()) is None
     assert controller.state.records == []
 
@@ -161,7 +161,7 @@ def test_uvicorns_own_supervisor_under_each_of_its_modes(start_deployment, mode)
     first = target.master
     original = [w.pid for w in first.workers()]
     config = ControllerConfig(interval=0.1, jitter=0, max_signals=1, mode=mode)
-    state = RollingTermController(first, config, deployment=target).run(threading.Event())
+    state = RollingSignalController(first, config, deployment=target).run(threading.Event())
     [record] = state.records
     assert record.replacement_seconds is not None, "the deployment did not recover"
     reached = original[:1] if mode == "worker-term" else original

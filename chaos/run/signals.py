@@ -1,0 +1,101 @@
+"""What becomes of each signal: the controller's hooks, its exposure, its windows and how its workers exited.
+
+At a signal, every worker it reached gets a shutdown window in the server log and its pending
+handshakes are counted (``ExposureStrategy``). A record is *settled* once the deployment
+recovered from it and every exposure answer is in (``ExposureStrategy.answered``: in Locust's
+distributed mode, answers come from the workers after the signal); from then on the metrics
+count it. How each reached worker exited is read from the log once the master has said so.
+"""
+
+from __future__ import annotations
+
+from chaos.deployment.processes import worker_peers
+from chaos.detect.server import EXIT_SEVERITY, ServerDetector
+from chaos.results import Address, ExitKind, Reach, SignalRecord
+from chaos.run.controller import ControllerState
+from chaos.run.exposure import ExposureStrategy
+
+
+class SignalBook:
+    """The controller's hooks for one run; its ``state`` carries on across controller restarts."""
+
+    def __init__(self, exposure: ExposureStrategy, listen_port: int | None, detector: ServerDetector | None) -> None:
+        self.exposure = exposure
+        self.listen_port = listen_port
+        self.detector = detector
+        # One state for the whole run: signal ids stay unique across controller restarts.
+        self.state = ControllerState()
+        self._log_positions: dict[int, tuple[int, int]] = {}
+        self._replaced: list[SignalRecord] = []  # recovered, waiting for exposure answers
+        self._exits_unknown: list[SignalRecord] = []  # recovered, the master's verdict not logged yet
+
+    @property
+    def records(self) -> list[SignalRecord]:
+        return self.state.records
+
+    def snapshot(self, pid: int) -> frozenset[Address]:
+        """The worker's client connections, and where the log stands, just before it is signalled."""
+        if self.detector is not None:
+            self._log_positions[pid] = self.detector.tail.position()
+        return worker_peers(pid, self.listen_port) if self.listen_port else frozenset()
+
+    def on_signal(self, record: SignalRecord, peers_by_worker: dict[int, frozenset[Address]]) -> int | None:
+        """Opens a shutdown window on every worker the signal reached and counts what each held pending."""
+        total: int | None = 0
+        for pid, peers in peers_by_worker.items():
+            position = self._log_positions.pop(pid, None)
+            if not record.dry_run and self.detector is not None:
+                self.detector.open_window(pid, position)
+            pending = self.exposure.resolve(record, peers)
+            record.reach.append(Reach(pid, pending))
+            total = None if pending is None or total is None else total + pending
+        return total
+
+    def on_replaced(self, record: SignalRecord) -> None:
+        """The deployment recovered from ``record``: it settles once its exposure answers are in."""
+        self._replaced.append(record)
+        self.settle_ready()
+        if self.detector is not None:
+            self.detector.poll()
+            if any(self.detector.exit_kind(reach.pid) is None for reach in record.reach):
+                # The master has not logged its verdict yet (the run is stopping): settle at close.
+                self._exits_unknown.append(record)
+                return
+        self._settle_exit(record)
+
+    def settle_ready(self) -> None:
+        """Marks settled every recovered record whose exposure answers are all in."""
+        waiting = []
+        for record in self._replaced:
+            if self.exposure.answered(record):
+                record.settled = True
+            else:
+                waiting.append(record)
+        self._replaced = waiting
+
+    def settle_all(self) -> None:
+        """No more answers are coming (the run is closing): the metrics count every signal now, and
+        every worker's exit is read as the log has it, to its end."""
+        for record in self.records:
+            record.settled = True
+        self._replaced.clear()
+        if self.detector is not None:
+            # Before the deployment stops: its own shutdown is not part of the run.
+            self.detector.drain()
+        for record in self._exits_unknown:
+            self._settle_exit(record)
+        self._exits_unknown.clear()
+
+    def _settle_exit(self, record: SignalRecord) -> None:
+        """How each reached worker exited; the record keeps the most severe."""
+        kinds: list[ExitKind] = []
+        for reach in record.reach:
+            kind: ExitKind = (self.detector.exit_kind(reach.pid) if self.detector else None) or "unknown"
+            reach.exit_kind = kind
+            kinds.append(kind)
+        worst: ExitKind = max(kinds, key=_severity) if kinds else "unknown"
+        record.exit_kind = worst
+
+
+def _severity(kind: ExitKind) -> int:
+    return EXIT_SEVERITY.get(kind, -1)
