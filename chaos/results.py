@@ -252,9 +252,10 @@ class Reach(JsonRecord):
     exit_kind: ExitKind | None = None
 
 
-@dataclass
+@dataclass(kw_only=True)
 class SignalRecord(JsonRecord):
-    """One signal the controller sent (or, in dry-run, would have sent)."""
+    """One signal the controller sent (or, in dry-run, would have sent); built by keyword only: a
+    dozen fields in a row would break silently when one is added."""
 
     id: int
     time: float

@@ -13,17 +13,43 @@ from chaos.results import (
     MatrixCell,
     MatrixResult,
     RunSummary,
-    SignalRecord,
     SignalsSummary,
 )
+from tests.helpers import signal_record
 
 _596 = "uvicorn_596_wsproto_close_during_handshake"
 
 
 def _summary() -> RunSummary:
     records = [
-        SignalRecord(1, 0.0, 4599, "worker", "TERM", 12, False, 0.2, 4601, 0.4, "crash", True),
-        SignalRecord(2, 3.0, 4601, "worker", "TERM", 0, False, 0.1, 4610, 0.3, "signalled", True),
+        signal_record(
+            1,
+            time=0.0,
+            worker_pid=4599,
+            role="worker",
+            signal="TERM",
+            pending=12,
+            dry_run=False,
+            worker_exit_seconds=0.2,
+            replacement_pid=4601,
+            replacement_seconds=0.4,
+            exit_kind="crash",
+            settled=True,
+        ),
+        signal_record(
+            2,
+            time=3.0,
+            worker_pid=4601,
+            role="worker",
+            signal="TERM",
+            pending=0,
+            dry_run=False,
+            worker_exit_seconds=0.1,
+            replacement_pid=4610,
+            replacement_seconds=0.3,
+            exit_kind="signalled",
+            settled=True,
+        ),
     ]
     return RunSummary(
         release="0.19.0",

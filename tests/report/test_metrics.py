@@ -10,8 +10,9 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from chaos.report.metrics import ChaosCollector, MetricsSnapshot
-from chaos.results import ErrorRow, SignalRecord, bounded_outcome
+from chaos.results import ErrorRow, bounded_outcome
 from tests.conftest import ROOT, free_port, scrape, wait_until
+from tests.helpers import signal_record
 
 SPEC_METRICS = {
     "handshake_chaos_shutdown_errors": {"release", "ws", "mode", "side", "signature"},
@@ -74,9 +75,20 @@ def test_regressions_are_counted_by_signature_with_zeros_for_every_fixed_failure
 
 def test_scrapes_compute_from_the_live_totals():
     records = [
-        SignalRecord(1, 0.0, 101, "worker", "TERM", 7, False, replacement_seconds=0.4, exit_kind="crash", settled=True),
-        SignalRecord(2, 1.0, 102, "worker", "TERM", 0, False),  # not settled yet: no exposure observation
-        SignalRecord(3, 2.0, 103, "worker", "TERM", 5, True),  # dry run: never counted as sent
+        signal_record(
+            1,
+            time=0.0,
+            worker_pid=101,
+            role="worker",
+            signal="TERM",
+            pending=7,
+            dry_run=False,
+            replacement_seconds=0.4,
+            exit_kind="crash",
+            settled=True,
+        ),
+        signal_record(2, time=1.0, worker_pid=102, pending=0),  # not settled yet: no exposure observation
+        signal_record(3, time=2.0, worker_pid=103, pending=5, dry_run=True),  # dry run: never counted as sent
     ]
     live = {"outcomes": {"accepted": 3, "x" * 40: 1}, "records": records[:1]}
     registry = CollectorRegistry()

@@ -5,8 +5,9 @@ from __future__ import annotations
 import dataclasses
 
 from chaos.report.page import soak_page
-from chaos.results import SignalRecord, TimelinePoint
+from chaos.results import TimelinePoint
 from tests.browser import Browser
+from tests.helpers import signal_record
 from tests.report.test_files import _summary
 
 _596 = "server:uvicorn_596_wsproto_close_during_handshake"
@@ -16,8 +17,34 @@ def _timed_summary():
     summary = _summary()
     started = 1_800_000_000.0
     records = [
-        SignalRecord(1, started + 3.0, 4599, "worker", "TERM", 12, False, 0.2, 4601, 0.4, "crash", True),
-        SignalRecord(2, started + 7.5, 4601, "worker", "TERM", 5, False, 0.1, 4610, 0.3, "signalled", True),
+        signal_record(
+            1,
+            time=started + 3.0,
+            worker_pid=4599,
+            role="worker",
+            signal="TERM",
+            pending=12,
+            dry_run=False,
+            worker_exit_seconds=0.2,
+            replacement_pid=4601,
+            replacement_seconds=0.4,
+            exit_kind="crash",
+            settled=True,
+        ),
+        signal_record(
+            2,
+            time=started + 7.5,
+            worker_pid=4601,
+            role="worker",
+            signal="TERM",
+            pending=5,
+            dry_run=False,
+            worker_exit_seconds=0.1,
+            replacement_pid=4610,
+            replacement_seconds=0.3,
+            exit_kind="signalled",
+            settled=True,
+        ),
     ]
     timeline = [
         TimelinePoint(t, pending, handshakes=int(t * 10), errors={_596: 0 if t < 3 else 9})

@@ -13,6 +13,7 @@ from chaos.errors import UsageError
 from chaos.load.client import ACCEPTED, hold_handshake
 from chaos.load.ledger import HandshakeLedger
 from chaos.run.controller import ControllerConfig, RollingSignalController
+from chaos.run.options import ChaosOptions
 from tests.conftest import wait_until
 
 
@@ -59,8 +60,9 @@ def test_min_alive_rule_blocks_the_signal(start_deployment):
     assert controller.step(threading.Event()) is None
     assert controller.state.skipped_min_alive == 1
     assert [w.pid for w in target.master.workers()] == before
-    with pytest.raises(UsageError, match="min-alive"):
-        ControllerConfig(min_alive=2).validate(workers=2)
+    # The option model says so before any controller runs (the controller takes valid values).
+    with pytest.raises(UsageError, match="min-alive 2 leaves no worker to signal among 2"):
+        ChaosOptions(min_alive=2).check_workers(2)
 
 
 def test_dry_run_sends_nothing(start_deployment):

@@ -7,6 +7,7 @@ import pytest
 from chaos.errors import UsageError
 from chaos.results import ErrorRow, SignalRecord
 from chaos.run.gate import EvidencePolicy, GatePolicy, decide, settled
+from tests.helpers import signal_record
 
 _596 = "uvicorn_596_wsproto_close_during_handshake"
 
@@ -50,7 +51,7 @@ def test_bad_allowances(bad):
 
 
 def _record(number: int, pending: int, settled: bool = True, dry_run: bool = False) -> SignalRecord:
-    return SignalRecord(number, float(number), 100 + number, "worker", "TERM", pending, dry_run, settled=settled)
+    return signal_record(number, pending=pending, dry_run=dry_run, settled=settled)
 
 
 _EVIDENCE = EvidencePolicy(signals=3, pending=10)
