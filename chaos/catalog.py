@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 
 from packaging.version import InvalidVersion, Version
 
+from chaos.results import BAD_RESPONSE, DROPPED, RESET, TIMEOUT, TRUNCATED, Side
+
 
 @dataclass(frozen=True)
 class KnownFailure:
@@ -145,18 +147,73 @@ WORKER_TIMEOUT = "worker_timeout_during_shutdown"
 ERROR_LOGGED = "shutdown_error_logged"
 EXCEPTION_PREFIX = "shutdown_exception_"
 EXCEPTION_OTHER = "shutdown_exception_other"
-GENERIC_SERVER_SIGNATURES = (WORKER_CRASH, WORKER_EXIT_NONZERO, WORKER_KILLED, WORKER_TIMEOUT, ERROR_LOGGED)
-
+# Generic exception signatures are named after the exception type; past this many
+# distinct ones they share one label value, so a flood of odd errors stays bounded.
+MAX_GENERIC_SIGNATURES = 25
 # Client side: a handshake that was pending when its worker's shutdown began, and got
 # no valid HTTP answer (or, when asked, an HTTP rejection).
 CLIENT_PREFIX = "handshake_"
-CLIENT_SIGNATURES = (
-    "handshake_dropped",
-    "handshake_truncated_response",
-    "handshake_bad_response",
-    "handshake_reset",
-    "handshake_timeout",
+
+
+@dataclass(frozen=True)
+class GenericSignature:
+    """A signature no catalogue entry names: what a shutdown left that matched no known text."""
+
+    signature: str  # a name, or a family of names (``<type>``: filled in when seen)
+    side: Side
+    what: str
+    precreated: bool = True  # a zero series before it is seen
+
+
+GENERIC_SIGNATURES: tuple[GenericSignature, ...] = (
+    GenericSignature(
+        WORKER_CRASH,
+        "server",
+        "\"Exception in worker process\" (or, under uvicorn's supervisor, a worker process's own traceback) "
+        "after the signal: the worker died and dropped every connection it held",
+    ),
+    GenericSignature(
+        WORKER_EXIT_NONZERO, "server", "the master reports the signalled worker exited with a non-zero code"
+    ),
+    GenericSignature(
+        WORKER_KILLED,
+        "server",
+        "the master reports the signalled worker ended by a signal other than TERM, INT or QUIT",
+    ),
+    GenericSignature(
+        WORKER_TIMEOUT, "server", "the master timed the signalled worker out (WORKER TIMEOUT) and killed it"
+    ),
+    GenericSignature(
+        ERROR_LOGGED, "server", "an error record in the shutdown window with no traceback and no catalogued text"
+    ),
+    GenericSignature(
+        EXCEPTION_PREFIX + "<type>",
+        "server",
+        "any other traceback in the shutdown window, named after its exception in snake_case "
+        f"(`ValueError`: `{EXCEPTION_PREFIX}value_error`)",
+        precreated=False,
+    ),
+    GenericSignature(
+        EXCEPTION_OTHER,
+        "server",
+        f"any other traceback once {MAX_GENERIC_SIGNATURES} exception names were seen (label values stay bounded)",
+        precreated=False,
+    ),
+    GenericSignature(CLIENT_PREFIX + DROPPED, "client", "the connection closed before a single byte of HTTP response"),
+    GenericSignature(CLIENT_PREFIX + TRUNCATED, "client", "the connection closed part-way through the HTTP response"),
+    GenericSignature(CLIENT_PREFIX + BAD_RESPONSE, "client", "an answer that is not a valid HTTP handshake response"),
+    GenericSignature(CLIENT_PREFIX + RESET, "client", "the connection was reset (RST) before an answer"),
+    GenericSignature(CLIENT_PREFIX + TIMEOUT, "client", "no answer within `--handshake-timeout` (beyond the hold)"),
+    GenericSignature(CLIENT_PREFIX + "os_error", "client", "any other socket error before an answer", precreated=False),
+    GenericSignature(
+        CLIENT_PREFIX + "http_<status>",
+        "client",
+        "a well-formed HTTP rejection (e.g. `http_500`), counted as an error only with `--http-rejection-is-error`",
+        precreated=False,
+    ),
 )
+GENERIC_SERVER_SIGNATURES = tuple(g.signature for g in GENERIC_SIGNATURES if g.side == "server" and g.precreated)
+CLIENT_SIGNATURES = tuple(g.signature for g in GENERIC_SIGNATURES if g.side == "client" and g.precreated)
 
 _BY_SIGNATURE = {entry.signature: entry for entry in CATALOG}
 ERROR_ENTRIES = tuple(entry for entry in CATALOG if not entry.noise)

@@ -35,9 +35,6 @@ _EXCEPTION_LINE = re.compile(r"^([A-Za-z_][\w.]*)(?::|$)")
 _SHUTDOWN_SIGNALS = {"SIGTERM", "SIGINT", "SIGQUIT", "15", "2", "3"}
 # A worker leaves several lines as it goes; the most severe names how it exited.
 EXIT_SEVERITY: dict[ExitKind, int] = {"clean": 0, "signalled": 1, "nonzero": 2, "crash": 3, "timeout": 4, "killed": 5}
-# Generic exception signatures are named after the exception type; past this many
-# distinct ones they share one label value, so a flood of odd errors stays bounded.
-MAX_GENERIC_SIGNATURES = 25
 
 
 @dataclass(frozen=True)
@@ -84,7 +81,7 @@ class Classifier:
 
     def _generic_signature(self, exception_type: str) -> str:
         signature = catalog.EXCEPTION_PREFIX + snake_case(exception_type)
-        if signature in self._generic or len(self._generic) < MAX_GENERIC_SIGNATURES:
+        if signature in self._generic or len(self._generic) < catalog.MAX_GENERIC_SIGNATURES:
             self._generic.add(signature)
             return signature
         return catalog.EXCEPTION_OTHER

@@ -347,6 +347,27 @@ def annotation_queries() -> list[dict[str, Any]]:
     ]
 
 
+def variables() -> list[dict[str, Any]]:
+    """The template variables (the docs list them from here: ``python -m chaos.commands.reference docs/``)."""
+    return [
+        {
+            "name": "datasource",
+            "label": "Prometheus",
+            "type": "datasource",
+            "query": "prometheus",
+            "current": {},
+            "hide": 0,
+        },
+        _variable("release", "Release", "label_values(handshake_chaos_target_info, release)"),
+        _variable("ws", "ws", 'label_values(handshake_chaos_target_info{release=~"$release"}, ws)'),
+        _variable(
+            "mode",
+            "Chaos mode",
+            'label_values(handshake_chaos_target_info{release=~"$release", ws=~"$ws"}, mode)',
+        ),
+    ]
+
+
 def dashboard() -> dict[str, Any]:
     return {
         "id": None,
@@ -361,25 +382,7 @@ def dashboard() -> dict[str, Any]:
         "refresh": "10s",
         "time": {"from": "now-1h", "to": "now"},
         "annotations": {"list": annotation_queries()},
-        "templating": {
-            "list": [
-                {
-                    "name": "datasource",
-                    "label": "Prometheus",
-                    "type": "datasource",
-                    "query": "prometheus",
-                    "current": {},
-                    "hide": 0,
-                },
-                _variable("release", "Release", "label_values(handshake_chaos_target_info, release)"),
-                _variable("ws", "ws", 'label_values(handshake_chaos_target_info{release=~"$release"}, ws)'),
-                _variable(
-                    "mode",
-                    "Chaos mode",
-                    'label_values(handshake_chaos_target_info{release=~"$release", ws=~"$ws"}, mode)',
-                ),
-            ]
-        },
+        "templating": {"list": variables()},
         "panels": panels(),
         "links": [
             {

@@ -2,9 +2,10 @@
 
 A prometheus_client ``Collector`` on an injected registry: every scrape reads the same
 totals and signal records the summary and the gate read, so ``/metrics`` and
-``summary.json`` cannot disagree. Names and label keys of the first four are fixed by the
-contract; ``release``, ``ws`` and ``mode`` are on every run series; label values are bounded
-(no pids, no connection ids).
+``summary.json`` cannot disagree. Every metric is declared once (``METRICS``): the collector builds
+its families from the declaration and the docs' metrics table is generated from it. Names and label
+keys are fixed by the contract; ``release``, ``ws`` and ``mode`` are on every run series; label
+values are bounded (no pids, no connection ids).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -22,10 +23,110 @@ from chaos import catalog
 from chaos.results import DEFAULT_SERVER, EXIT_KINDS, PRECREATED_OUTCOMES, ErrorRow, SignalRecord, bounded_outcome
 
 TARGET_INFO_KEYS = ("uvicorn", "gunicorn", "python", "websockets", "wsproto", "h11", "uvicorn_worker", "worker_class")
-# The server family (gunicorn-uvicorn, uvicorn-workers, gunicorn-asgi): a bounded label of target_info.
 EXPOSURE_BUCKETS = (0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
 REPLACEMENT_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60)
 RUN_LABELS = ("release", "ws", "mode")
+
+MetricType = Literal["counter", "gauge", "histogram"]
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One metric as the contract names it: the collector builds its family from this, and the
+    docs' metrics table is generated from it (``python -m chaos.commands.reference docs/``)."""
+
+    name: str  # the family's name (a counter's samples add ``_total``)
+    type: MetricType
+    labels: tuple[str, ...]
+    meaning: str  # also its HELP text
+    buckets: tuple[float, ...] = ()  # a histogram's upper bounds (``+Inf`` added)
+
+    @property
+    def exposed_name(self) -> str:
+        """The name a query uses: ``_total`` on a counter's samples (a histogram's add ``_bucket`` etc.)."""
+        return f"{self.name}_total" if self.type == "counter" else self.name
+
+
+SHUTDOWN_ERRORS = MetricSpec(
+    "handshake_chaos_shutdown_errors",
+    "counter",
+    (*RUN_LABELS, "side", "signature"),
+    "Handshake-time shutdown errors, by side (server log or client wire) and signature.",
+)
+REGRESSIONS = MetricSpec(
+    "handshake_chaos_regressions",
+    "counter",
+    (*RUN_LABELS, "signature"),
+    "Handshake-time shutdown errors of a catalogued failure this release had already fixed, by signature.",
+)
+HANDSHAKES = MetricSpec(
+    "handshake_chaos_handshakes", "counter", (*RUN_LABELS, "outcome"), "Handshake attempts by outcome."
+)
+SIGNALS = MetricSpec(
+    "handshake_chaos_signals",
+    "counter",
+    (*RUN_LABELS, "signal", "role"),
+    "Signals sent by the controller, by signal and role.",
+)
+SIGNALS_LANDED = MetricSpec(
+    "handshake_chaos_signals_landed_with_pending",
+    "counter",
+    (*RUN_LABELS, "signal", "role"),
+    "Signals that landed on a worker holding at least one pending handshake.",
+)
+# ``server``: the server family (gunicorn-uvicorn, uvicorn-workers, gunicorn-asgi), a bounded label.
+TARGET_INFO = MetricSpec(
+    "handshake_chaos_target_info",
+    "gauge",
+    (*RUN_LABELS, "server", *TARGET_INFO_KEYS),
+    "What is under test: the server family and the versions it ran with (always 1).",
+)
+PENDING = MetricSpec(
+    "handshake_chaos_pending_handshakes",
+    "gauge",
+    RUN_LABELS,
+    "Handshakes in flight (request sent, no response yet) right now.",
+)
+CONTROLLER_RUNNING = MetricSpec(
+    "handshake_chaos_controller_running",
+    "gauge",
+    RUN_LABELS,
+    "1 while the controller is rolling signals through the workers, else 0.",
+)
+TERM_EXPOSURE = MetricSpec(
+    "handshake_chaos_term_exposure_handshakes",
+    "histogram",
+    RUN_LABELS,
+    "Pending handshakes held by a worker at the moment it was signalled.",
+    EXPOSURE_BUCKETS,
+)
+REPLACEMENT = MetricSpec(
+    "handshake_chaos_worker_replacement_seconds",
+    "histogram",
+    RUN_LABELS,
+    "From the signal to the replacement worker being ready.",
+    REPLACEMENT_BUCKETS,
+)
+WORKER_EXITS = MetricSpec(
+    "handshake_chaos_worker_exits",
+    "counter",
+    (*RUN_LABELS, "kind"),
+    f"Exits of signalled workers, by kind ({', '.join(EXIT_KINDS)}).",
+)
+# Every metric, in the order a scrape shows them.
+METRICS: tuple[MetricSpec, ...] = (
+    SHUTDOWN_ERRORS,
+    REGRESSIONS,
+    HANDSHAKES,
+    SIGNALS,
+    SIGNALS_LANDED,
+    TARGET_INFO,
+    PENDING,
+    CONTROLLER_RUNNING,
+    TERM_EXPOSURE,
+    REPLACEMENT,
+    WORKER_EXITS,
+)
 
 
 @dataclass(frozen=True)
@@ -46,7 +147,8 @@ class MetricsSnapshot:
 
 
 class ChaosCollector(Collector):
-    """Yields the run's metric families from ``snapshot()`` (None before the run has its labels)."""
+    """Yields the run's metric families (``METRICS``, in order) from ``snapshot()`` (None before the run
+    has its labels)."""
 
     def __init__(self, snapshot: Callable[[], MetricsSnapshot | None]) -> None:
         self.snapshot = snapshot
@@ -61,59 +163,40 @@ class ChaosCollector(Collector):
         yield _handshakes(run, snapshot.outcomes)
         sent = [record for record in snapshot.records if not record.dry_run]
         settled = [record for record in sent if record.settled]
-        yield _by_signal("handshake_chaos_signals", "Signals sent by the controller, by signal and role.", run, sent)
-        yield _by_signal(
-            "handshake_chaos_signals_landed_with_pending",
-            "Signals that landed on a worker holding at least one pending handshake.",
-            run,
-            [record for record in settled if record.pending > 0],
-        )
+        yield _by_signal(SIGNALS, run, sent)
+        yield _by_signal(SIGNALS_LANDED, run, [record for record in settled if record.pending > 0])
         yield _target_info(snapshot)
-        pending = GaugeMetricFamily(
-            "handshake_chaos_pending_handshakes",
-            "Handshakes in flight (request sent, no response yet) right now.",
-            labels=RUN_LABELS,
-        )
+        pending = _gauge(PENDING)
         pending.add_metric(run, snapshot.pending)
         yield pending
-        running = GaugeMetricFamily(
-            "handshake_chaos_controller_running",
-            "1 while the controller is rolling signals through the workers, else 0.",
-            labels=RUN_LABELS,
-        )
+        running = _gauge(CONTROLLER_RUNNING)
         running.add_metric(run, 1 if snapshot.controller_running else 0)
         yield running
+        yield _histogram(TERM_EXPOSURE, run, [record.pending for record in settled])
         yield _histogram(
-            "handshake_chaos_term_exposure_handshakes",
-            "Pending handshakes held by a worker at the moment it was signalled.",
+            REPLACEMENT,
             run,
-            EXPOSURE_BUCKETS,
-            [record.pending for record in settled],
-        )
-        yield _histogram(
-            "handshake_chaos_worker_replacement_seconds",
-            "From the signal to the replacement worker being ready.",
-            run,
-            REPLACEMENT_BUCKETS,
             [record.replacement_seconds for record in settled if record.replacement_seconds is not None],
         )
-        exits = CounterMetricFamily(
-            "handshake_chaos_worker_exits",
-            "Exits of signalled workers, by kind (clean, signalled, nonzero, crash, timeout, killed).",
-            labels=[*RUN_LABELS, "kind"],
-        )
+        exits = _counter(WORKER_EXITS)
         counted = Counter(record.exit_kind for record in sent if record.exit_kind is not None)
         for kind in EXIT_KINDS:
             exits.add_metric([*run, kind], counted.get(kind, 0))
         yield exits
 
 
+def _counter(spec: MetricSpec) -> CounterMetricFamily:
+    assert spec.type == "counter", spec.name
+    return CounterMetricFamily(spec.name, spec.meaning, labels=spec.labels)
+
+
+def _gauge(spec: MetricSpec) -> GaugeMetricFamily:
+    assert spec.type == "gauge", spec.name
+    return GaugeMetricFamily(spec.name, spec.meaning, labels=spec.labels)
+
+
 def _errors(run: list[str], rows: Iterable[ErrorRow]) -> Metric:
-    family = CounterMetricFamily(
-        "handshake_chaos_shutdown_errors",
-        "Handshake-time shutdown errors, by side (server log or client wire) and signature.",
-        labels=[*RUN_LABELS, "side", "signature"],
-    )
+    family = _counter(SHUTDOWN_ERRORS)
     counts: Counter[tuple[str, str]] = Counter()
     # A clean run shows zeros rather than no series at all.
     for signature in (*(entry.signature for entry in catalog.ERROR_ENTRIES), *catalog.GENERIC_SERVER_SIGNATURES):
@@ -129,11 +212,7 @@ def _errors(run: list[str], rows: Iterable[ErrorRow]) -> Metric:
 
 def _regressions(run: list[str], ws: str, rows: Iterable[ErrorRow]) -> Metric:
     """Catalogued failures seen in a release at or after the one that fixed them for this ws implementation."""
-    family = CounterMetricFamily(
-        "handshake_chaos_regressions",
-        "Handshake-time shutdown errors of a catalogued failure this release had already fixed, by signature.",
-        labels=[*RUN_LABELS, "signature"],
-    )
+    family = _counter(REGRESSIONS)
     counts: Counter[str] = Counter()
     # Zeros for every catalogued failure fixed for this ws implementation: "no regression" is a series.
     for entry in catalog.ERROR_ENTRIES:
@@ -148,9 +227,7 @@ def _regressions(run: list[str], ws: str, rows: Iterable[ErrorRow]) -> Metric:
 
 
 def _handshakes(run: list[str], outcomes: Mapping[str, int]) -> Metric:
-    family = CounterMetricFamily(
-        "handshake_chaos_handshakes", "Handshake attempts by outcome.", labels=[*RUN_LABELS, "outcome"]
-    )
+    family = _counter(HANDSHAKES)
     counts: Counter[str] = Counter({outcome: 0 for outcome in PRECREATED_OUTCOMES})
     for outcome, count in outcomes.items():
         counts[bounded_outcome(outcome)] += count
@@ -159,8 +236,8 @@ def _handshakes(run: list[str], outcomes: Mapping[str, int]) -> Metric:
     return family
 
 
-def _by_signal(name: str, documentation: str, run: list[str], records: Iterable[SignalRecord]) -> Metric:
-    family = CounterMetricFamily(name, documentation, labels=[*RUN_LABELS, "signal", "role"])
+def _by_signal(spec: MetricSpec, run: list[str], records: Iterable[SignalRecord]) -> Metric:
+    family = _counter(spec)
     counts: Counter[tuple[str, str]] = Counter({("TERM", "worker"): 0})
     for record in records:
         counts[(record.signal, record.role)] += 1
@@ -170,23 +247,23 @@ def _by_signal(name: str, documentation: str, run: list[str], records: Iterable[
 
 
 def _target_info(snapshot: MetricsSnapshot) -> Metric:
-    family = GaugeMetricFamily(
-        "handshake_chaos_target_info",
-        "What is under test (always 1).",
-        labels=[*RUN_LABELS, "server", *TARGET_INFO_KEYS],
+    family = _gauge(TARGET_INFO)
+    values = {key: str(snapshot.versions.get(key) or "none") for key in TARGET_INFO_KEYS}
+    values.update(
+        release=snapshot.release,
+        ws=snapshot.ws,
+        mode=snapshot.mode,
+        server=snapshot.server,
+        worker_class=snapshot.worker_class,
     )
-    values = [str(snapshot.versions.get(key) or "none") for key in TARGET_INFO_KEYS if key != "worker_class"]
-    family.add_metric(
-        [snapshot.release, snapshot.ws, snapshot.mode, snapshot.server, *values, snapshot.worker_class], 1
-    )
+    family.add_metric([values[label] for label in TARGET_INFO.labels], 1)
     return family
 
 
-def _histogram(
-    name: str, documentation: str, run: list[str], bounds: Sequence[float], values: Sequence[float]
-) -> Metric:
-    family = HistogramMetricFamily(name, documentation, labels=RUN_LABELS)
-    buckets = [(_bound(bound), float(sum(1 for value in values if value <= bound))) for bound in bounds]
+def _histogram(spec: MetricSpec, run: list[str], values: Sequence[float]) -> Metric:
+    assert spec.type == "histogram", spec.name
+    family = HistogramMetricFamily(spec.name, spec.meaning, labels=spec.labels)
+    buckets = [(_bound(bound), float(sum(1 for value in values if value <= bound))) for bound in spec.buckets]
     buckets.append(("+Inf", float(len(values))))
     family.add_metric(run, buckets, sum_value=float(sum(values)))
     return family

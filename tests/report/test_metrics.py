@@ -9,7 +9,7 @@ import sys
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from chaos.report.metrics import ChaosCollector, MetricsSnapshot
+from chaos.report.metrics import METRICS, ChaosCollector, MetricsSnapshot
 from chaos.results import ErrorRow, bounded_outcome
 from tests.conftest import ROOT, free_port, scrape, wait_until
 from tests.helpers import signal_record
@@ -55,6 +55,22 @@ def test_a_clean_registry_shows_zeros_not_nothing():
     )
     assert value == 0.0
     assert registry.get_sample_value("handshake_chaos_handshakes_total", {**labels, "outcome": "accepted"}) == 0.0
+
+
+def test_the_collector_yields_exactly_the_declared_metrics():
+    # The docs' metrics table is generated from METRICS: what a scrape shows must be that table.
+    registry = CollectorRegistry()
+    registry.register(ChaosCollector(_snapshot))
+    families = list(registry.collect())
+    assert [family.name for family in families] == [spec.name for spec in METRICS]
+    for family, spec in zip(families, METRICS, strict=True):
+        assert family.type == spec.type and family.documentation == spec.meaning, spec.name
+        for sample in family.samples:
+            assert set(sample.labels) - {"le"} == set(spec.labels), (spec.name, sample.labels)
+            assert sample.name.startswith(spec.exposed_name), (spec.name, sample.name)
+        if spec.type == "histogram":
+            bounds = [s.labels["le"] for s in family.samples if s.name.endswith("_bucket")]
+            assert bounds == [*(str(float(b)) for b in spec.buckets), "+Inf"], spec.name
 
 
 def test_regressions_are_counted_by_signature_with_zeros_for_every_fixed_failure():
