@@ -35,6 +35,7 @@ from chaos.results import (
     Address,
     ErrorRow,
     ExitKind,
+    FirstSeen,
     GateResult,
     Mode,
     Reach,
@@ -91,6 +92,7 @@ class ChaosSession:
         self._labelled = False
         self._log_positions: dict[int, tuple[int, int]] = {}
         self._unsettled: list[SignalRecord] = []
+        self._signal_listeners: list[Callable[[SignalRecord], None]] = []
         self._stop_controller = threading.Event()
         self._stop_background = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -219,6 +221,10 @@ class ChaosSession:
             self._metrics_server.server_close()
             self._metrics_server = None
 
+    def on_signal(self, callback: Callable[[SignalRecord], None]) -> None:
+        """``callback(record)`` for each signal the controller sends, its exposure as known then."""
+        self._signal_listeners.append(callback)
+
     # -- the controller's hooks ------------------------------------------------------
 
     def _snapshot(self, pid: int) -> frozenset[Address]:
@@ -236,6 +242,8 @@ class ChaosSession:
             pending = self.exposure.resolve(record, peers)
             record.reach.append(Reach(pid, pending))
             total = None if pending is None or total is None else total + pending
+        for listener in self._signal_listeners:
+            listener(dataclasses.replace(record, pending=record.pending if total is None else total))
         return total
 
     def _on_replaced(self, record: SignalRecord) -> None:
@@ -392,18 +400,7 @@ FIRST_SEEN = "handshake-chaos: first"  # how the console line starts (soak echoe
 
 def _announce_first(row: ErrorRow) -> None:
     """One console line the first time a signature is seen: what, how many so far, the example, the reference."""
-    see = f" (see {row.reference})" if row.reference else ""
-    regression = row.regression_line()
-    log.warning(
-        "%s %s-side %s, %d so far: %s%s%s",
-        FIRST_SEEN,
-        row.side,
-        row.signature,
-        row.count,
-        row.example[:200],
-        see,
-        f" -- REGRESSION: {regression}" if regression else "",
-    )
+    log.warning("handshake-chaos: %s", FirstSeen.of(row).line())
 
 
 def _run(controller: RollingTermController, stop: threading.Event) -> None:
