@@ -395,9 +395,6 @@ def _severity(kind: ExitKind) -> int:
     return EXIT_SEVERITY.get(kind, -1)
 
 
-FIRST_SEEN = "handshake-chaos: first"  # how the console line starts (soak echoes these lines)
-
-
 def _announce_first(row: ErrorRow) -> None:
     """One console line the first time a signature is seen: what, how many so far, the example, the reference."""
     log.warning("handshake-chaos: %s", FirstSeen.of(row).line())
