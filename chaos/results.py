@@ -372,6 +372,122 @@ class RunSummary(JsonRecord):
         return counts
 
 
+# -- the run's events (``--chaos-events``: what a soak reads of its Locust process) --------
+
+
+class RunEvent(JsonRecord):
+    """One line of the events file, ``{"kind": KIND, ...its fields}`` (written and read by ``chaos.report.events``)."""
+
+    KIND: ClassVar[str]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.KIND, **dataclasses.asdict(self)}
+
+
+@dataclass
+class RunStarted(RunEvent):
+    """The deployment is up and the run labelled: what its summary will say it ran."""
+
+    KIND: ClassVar[str] = "started"
+    release: str
+    ws: str
+    mode: Mode
+    server: ServerFamily
+    metrics_url: str | None
+    target_url: str | None
+    time: float  # wall clock, as signal records' times
+    versions: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SignalSent(RunEvent):
+    """One signal the controller sent (or, in dry-run, would have sent), with the exposure known then."""
+
+    KIND: ClassVar[str] = "signal"
+    id: int
+    signal: str  # TERM, INT, HUP, TTOU...
+    role: Role
+    pending: int
+    time: float
+    worker_pid: int
+    dry_run: bool = False
+
+
+@dataclass
+class FirstSeen(RunEvent):
+    """A signature counted for the first time (as ``RunTotals`` first counts it)."""
+
+    KIND: ClassVar[str] = "first_seen"
+    side: Side
+    signature: str
+    count: int  # so far
+    example: str
+    reference: str | None
+    regression: str | None  # ErrorRow.regression_line(): set when a fixed failure is back
+
+    @classmethod
+    def of(cls, row: ErrorRow) -> FirstSeen:
+        return cls(row.side, row.signature, row.count, row.example, row.reference, row.regression_line())
+
+    def line(self) -> str:
+        """The console line: what, how many so far, the example, the reference, the regression."""
+        see = f" (see {self.reference})" if self.reference else ""
+        regression = f" -- REGRESSION: {self.regression}" if self.regression else ""
+        return f"first {self.side}-side {self.signature}, {self.count} so far: {self.example[:200]}{see}{regression}"
+
+
+@dataclass
+class Progress(RunEvent):
+    """The run's counts so far, every few seconds while it runs."""
+
+    KIND: ClassVar[str] = "progress"
+    time: float
+    elapsed: float  # seconds since the run started
+    signals: dict[str, int]  # signals sent, by name
+    handshakes: int
+    errors: int
+    signatures: int
+    pending: int = 0
+
+    def counts(self) -> str:
+        """``signals 12 (TERM 12), handshakes 340, errors 5 (1 signature)``"""
+        sent = sum(self.signals.values())
+        by_name = ", ".join(f"{name} {count}" for name, count in sorted(self.signals.items()))
+        plural = "" if self.signatures == 1 else "s"
+        return (
+            f"signals {sent}{f' ({by_name})' if by_name else ''}, handshakes {self.handshakes}, "
+            f"errors {self.errors} ({self.signatures} signature{plural})"
+        )
+
+
+@dataclass
+class VerdictSettled(RunEvent):
+    """``--until-verdict``: the verdict can no longer change; the run stops."""
+
+    KIND: ClassVar[str] = "verdict_settled"
+    reason: str
+    time: float
+
+
+@dataclass
+class RunFinished(RunEvent):
+    """The run's summary, the last event of a run that stopped in order."""
+
+    KIND: ClassVar[str] = "summary"
+    summary: RunSummary
+
+
+EVENT_TYPES: dict[str, type[RunEvent]] = {
+    cls.KIND: cls for cls in (RunStarted, SignalSent, FirstSeen, Progress, VerdictSettled, RunFinished)
+}
+
+
+def event_from_json(data: dict[str, Any]) -> RunEvent | None:
+    """The typed event of one parsed line; None for a kind this version does not know."""
+    cls = EVENT_TYPES.get(str(data.get("kind")))
+    return cls.from_json(data) if cls is not None else None
+
+
 # -- a matrix ---------------------------------------------------------------------------
 
 

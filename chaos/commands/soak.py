@@ -1,8 +1,10 @@
 """``handshake-chaos soak``: the pre-release soak test of one release.
 
 Builds (or reuses) the release's environment, runs Locust headless on the packaged
-locustfile with the run's options forwarded, shows progress from its own ``/metrics``,
-and writes the report directory. Exits with the gate's code.
+locustfile with the run's options forwarded, and learns what it does from one channel: the
+events it appends to ``events.jsonl`` (``chaos.report.events``), which give the progress
+lines, the first-seen lines and the summary. Writes the report directory, ``summary.json``
+once. Exits with the gate's code.
 """
 
 from __future__ import annotations
@@ -18,12 +20,9 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-from prometheus_client.parser import text_string_to_metric_families
 
 from chaos.commands.stopping import Interrupted, StopFlag
 from chaos.deployment.environments import ReleaseSpec, build_environment
@@ -32,13 +31,24 @@ from chaos.deployment.launcher import check_ws_available, read_versions
 from chaos.deployment.processes import die_with_parent
 from chaos.errors import ChaosError, DeploymentError, UsageError
 from chaos.optionmodel import changed_args, declared, option
+from chaos.report.events import EVENTS_FILE, EventReader
 from chaos.report.files import write_markdown_report
 from chaos.report.page import write_soak_page
 from chaos.report.text import format_summary
-from chaos.results import ExitCode, RunSummary, SignalsSummary, SoakRun
+from chaos.results import (
+    ExitCode,
+    FirstSeen,
+    Progress,
+    RunEvent,
+    RunFinished,
+    RunStarted,
+    RunSummary,
+    SignalsSummary,
+    SoakRun,
+    TargetSummary,
+)
 from chaos.run.gate import interrupted, verdict
 from chaos.run.options import ChaosOptions
-from chaos.run.session import FIRST_SEEN
 
 log = logging.getLogger(__name__)
 
@@ -206,7 +216,9 @@ def locust_options(config: SoakConfig, prepared: Prepared) -> ChaosOptions:
         target_python=prepared.python,
         release=prepared.release,
         run_dir=str(report / "server"),
-        report_json=str(report / "summary.json"),
+        # The Locust process tells its run here; summary.json is this process's to write, once.
+        events_file=str(report / EVENTS_FILE),
+        report_json=None,
         gate=True,
     )
 
@@ -247,7 +259,7 @@ def run_soak(
     if stop.signum is not None:
         raise Interrupted(stop.signum)
     if config.options.metrics_port == 0:
-        # Any free port, but a known one: the progress lines read it.
+        # Any free port, but a known one: it is forwarded to Locust and named in the summary.
         port = _free_port(config.options.metrics_host)
         config = dataclasses.replace(config, options=dataclasses.replace(config.options, metrics_port=port))
     report = config.report_dir
@@ -255,12 +267,14 @@ def run_soak(
         if report.exists():
             shutil.rmtree(report / "server", ignore_errors=True)
             (report / "summary.json").unlink(missing_ok=True)
+            (report / EVENTS_FILE).unlink(missing_ok=True)  # a previous run's: never read as this one's
         report.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UsageError(f"cannot use report directory {report}: {exc.strerror or exc}") from None
     command = locust_command(config, prepared)
     (report / "command.txt").write_text(" ".join(command) + "\n")
     started = time.monotonic()
+    events = _RunEvents(EventReader(report / EVENTS_FILE), started, config.settings.duration, quiet)
     with open(report / "locust.log", "w") as output:
         # Its own session: a Ctrl-C in the terminal reaches only us, and we forward one.
         locust = subprocess.Popen(
@@ -273,16 +287,18 @@ def run_soak(
             env=_locust_environment(),
         )
         try:
-            _watch(locust, config, started, quiet, stop, report / "locust.log")
+            _watch(locust, config, started, stop, events)
         finally:
             _reap(locust)
-    summary_path = report / "summary.json"
-    if summary_path.is_file():
-        summary = RunSummary.read(summary_path)
+    events.poll()
+    if events.summary is not None:
+        summary = events.summary
     else:
-        summary = _error_summary(config, prepared, locust.returncode, report / "locust.log", stop.signum)
+        summary = _error_summary(
+            config, prepared, events.started, locust.returncode, report / "locust.log", stop.signum
+        )
     summary.soak = SoakRun(round(time.monotonic() - started, 1), locust.returncode, command)
-    summary.write(summary_path)
+    summary.write(report / "summary.json")
     write_markdown_report(summary, report / "report.md")
     write_soak_page(summary, report / "report.html")
     if not quiet:
@@ -292,22 +308,17 @@ def run_soak(
 
 
 def _watch(
-    locust: subprocess.Popen[bytes], config: SoakConfig, started: float, quiet: bool, stop: StopFlag, log_path: Path
+    locust: subprocess.Popen[bytes], config: SoakConfig, started: float, stop: StopFlag, events: _RunEvents
 ) -> None:
-    options = config.options
-    url = f"http://{options.metrics_host}:{options.metrics_port}/metrics"
-    duration = config.settings.duration
     # Bounded: Locust stops itself at --duration; this only waits past it with a margin.
-    deadline = started + duration + _OVERRUN_SECONDS
-    next_progress = started + _PROGRESS_SECONDS
+    deadline = started + config.settings.duration + _OVERRUN_SECONDS
     forwarded = False
-    echo = _FirstSeenEcho(log_path)
     while locust.poll() is None:
-        if not quiet:
-            echo.poll()
+        events.poll()
         now = time.monotonic()
         if stop.signum is not None and not forwarded:
             forwarded = True
+            events.progress_lines = False  # what the counts do from here on is the stop's
             deadline = min(deadline, now + _STOP_SECONDS)
             name = signal.Signals(stop.signum).name
             print(f"stopping on {name}: Locust stops its users, the controller, the deployment...", file=sys.stderr)
@@ -318,11 +329,6 @@ def _watch(
             forwarded = True
             deadline = now + _STOP_SECONDS
         time.sleep(0.2)
-        if not quiet and not forwarded and time.monotonic() >= next_progress:
-            next_progress += _PROGRESS_SECONDS
-            _progress(url, time.monotonic() - started, duration)
-    if not quiet:
-        echo.poll()
 
 
 def _send(locust: subprocess.Popen[bytes], signum: int) -> None:
@@ -340,74 +346,86 @@ def _reap(locust: subprocess.Popen[bytes]) -> None:
         locust.wait()
 
 
-def _progress(url: str, elapsed: float, duration: float) -> None:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            text = response.read().decode()
-    except OSError:
-        print(f"  {elapsed:5.0f}s elapsed, {max(0.0, duration - elapsed):5.0f}s left (starting)", file=sys.stderr)
-        return
-    totals: dict[str, float] = {}
-    signatures = set()
-    for metric in text_string_to_metric_families(text):
-        for sample in metric.samples:
-            if sample.name.endswith("_total"):
-                totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
-            if sample.name == "handshake_chaos_shutdown_errors_total" and sample.value > 0:
-                signatures.add((sample.labels.get("side"), sample.labels.get("signature")))
-    print(
-        f"  {elapsed:5.0f}s elapsed, {max(0.0, duration - elapsed):5.0f}s left: "
-        f"TERMs {totals.get('handshake_chaos_signals_total', 0):.0f}, "
-        f"handshakes {totals.get('handshake_chaos_handshakes_total', 0):.0f}, "
-        f"errors {totals.get('handshake_chaos_shutdown_errors_total', 0):.0f} "
-        f"({len(signatures)} signature{'' if len(signatures) == 1 else 's'})",
-        file=sys.stderr,
-        flush=True,
-    )
+class _RunEvents:
+    """What the Locust process has told of its run so far (its events file), echoed to this console."""
 
-
-class _FirstSeenEcho:
-    """Echoes the Locust process's first-seen-signature lines to this console as they are logged."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.offset = 0
-        self.partial = ""
+    def __init__(self, reader: EventReader, started: float, duration: float, quiet: bool) -> None:
+        self.reader = reader
+        self.since = started  # this process's clock when Locust started
+        self.duration = duration
+        self.quiet = quiet
+        self.progress_lines = not quiet
+        self.started: RunStarted | None = None
+        self.summary: RunSummary | None = None
+        self._next_starting = started + _PROGRESS_SECONDS
 
     def poll(self) -> None:
-        try:
-            with self.path.open("r", errors="replace") as handle:
-                handle.seek(self.offset)
-                text = handle.read()
-                self.offset = handle.tell()
-        except OSError:
-            return
-        *lines, self.partial = (self.partial + text).split("\n")
-        for line in lines:
-            if FIRST_SEEN in line:
-                print("  " + line[line.index(FIRST_SEEN) :], file=sys.stderr, flush=True)
+        for event in self.reader.read():
+            self._take(event)
+        now = time.monotonic()
+        if self.started is None and self.progress_lines and now >= self._next_starting:
+            self._next_starting += _PROGRESS_SECONDS
+            self._progress(None, now)
+
+    def _take(self, event: RunEvent) -> None:
+        if isinstance(event, RunStarted):
+            self.started = event
+        elif isinstance(event, RunFinished):
+            self.summary = event.summary
+        elif isinstance(event, FirstSeen) and not self.quiet:
+            print(f"  handshake-chaos: {event.line()}", file=sys.stderr, flush=True)
+        elif isinstance(event, Progress) and self.progress_lines:
+            self._progress(event, time.monotonic())
+
+    def _progress(self, progress: Progress | None, now: float) -> None:
+        elapsed = now - self.since
+        counts = f": {progress.counts()}" if progress is not None else " (starting)"
+        left = max(0.0, self.duration - elapsed)
+        print(f"  {elapsed:5.0f}s elapsed, {left:5.0f}s left{counts}", file=sys.stderr, flush=True)
 
 
 def _error_summary(
-    config: SoakConfig, prepared: Prepared, code: int | None, log_path: Path, interrupted_by: int | None
+    config: SoakConfig,
+    prepared: Prepared,
+    started: RunStarted | None,
+    code: int | None,
+    log_path: Path,
+    interrupted_by: int | None,
 ) -> RunSummary:
-    """Locust stopped before writing its summary: the target or the run could not start, or a signal came first."""
+    """Locust stopped before its summary event: the target or the run could not start, or a signal came first.
+
+    What the run was comes from its ``started`` event when it got that far, else from this soak's own options."""
     lines = [line for line in log_path.read_text(errors="replace").splitlines() if "handshake-chaos:" in line]
     reason = lines[-1].split("handshake-chaos:", 1)[-1].strip() if lines else f"locust exited with code {code}"
     if interrupted_by is not None:
         gate = interrupted(interrupted_by)
     else:
         gate = verdict("error", reason, exit_code=code if code in (ExitCode.USAGE, ExitCode.NOT_STARTED) else None)
-    return RunSummary(
+    options = config.options
+    # Without its started event, the run is what this soak asked for: its own options, never defaults.
+    labels = started or RunStarted(
         release=prepared.release,
-        ws=family(config.options.server).ws_label(config.options.ws),
-        mode=config.options.mode,
-        server=config.options.server,
+        ws=family(options.server).ws_label(options.ws),
+        mode=options.mode,
+        server=options.server,
+        metrics_url=None,
+        target_url=None,
+        time=0.0,
         versions=prepared.versions,
+    )
+    return RunSummary(
+        release=labels.release,
+        ws=labels.ws,
+        mode=labels.mode,
+        server=labels.server,
+        versions=labels.versions or prepared.versions,
         gate=gate,
         errors=[],
         signals=SignalsSummary(),
         outcomes={},
+        target=TargetSummary(url=labels.target_url, embedded=True),
+        metrics_url=labels.metrics_url,
+        started=labels.time,
     )
 
 

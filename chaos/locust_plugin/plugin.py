@@ -24,6 +24,7 @@ import signal
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import gevent
@@ -39,6 +40,7 @@ from chaos.locust_plugin.distributed import BroadcastExposure, WorkerSide
 from chaos.optionmodel import add_to_locust, build, with_test_scope
 from chaos.report.text import format_summary
 from chaos.results import REFUSED, RunSummary
+from chaos.run.events import RunEvents
 from chaos.run.exposure import ExposureStrategy, LocalExposure
 from chaos.run.options import ChaosOptions, check_host_url
 from chaos.run.session import ChaosSession
@@ -59,6 +61,7 @@ class _ProcessPart:
     options: ChaosOptions = field(default_factory=ChaosOptions)
     profile: LoadProfile = field(default_factory=LoadProfile)
     session: ChaosSession | None = None  # local runner or master
+    events: RunEvents | None = None  # --chaos-events: the session's events, as they happen
     ledger: HandshakeLedger = field(default_factory=HandshakeLedger)
     recorder: ClientRecorder | None = None
     broadcast: BroadcastExposure | None = None
@@ -134,6 +137,8 @@ def _on_init(environment: Any, runner: Any, web_ui: Any = None, **_kwargs: Any) 
             _PART.recorder = local.recorder
             exposure = local
         _PART.session = ChaosSession(options, environment.host or None, exposure=exposure, totals=totals)
+        if options.events_file:
+            _PART.events = RunEvents(Path(options.events_file), _PART.session)
         environment.host = _PART.session.start()
         # What the session settled at start (the embedded TLS deployment's CA) is what the users,
         # every later test start and the Locust workers (sent these options by the master) use.
@@ -141,10 +146,14 @@ def _on_init(environment: Any, runner: Any, web_ui: Any = None, **_kwargs: Any) 
         _PART.use(_PART.session.options)
         if web_ui is not None:
             webui.attach(web_ui, _live_summary)
+        if _PART.events is not None:
+            _PART.events.started()
     except ChaosError as exc:
         log.error("handshake-chaos: %s", exc)
         if _PART.session is not None:
             _PART.session.close()
+        if _PART.events is not None:
+            _PART.events.close()
         sys.exit(exc.exit_code)
     kind = "embedded" if _PART.session.embedded else "external"
     log.info("handshake-chaos: target %s (%s)", environment.host, kind)
@@ -247,6 +256,8 @@ def _watch_verdict(environment: Any, test_started: float) -> None:
             if reason is not None:
                 _PART.stop_reason = reason
                 log.info("handshake-chaos: %s; stopping the run", reason)
+                if _PART.events is not None:
+                    _PART.events.verdict_settled(reason)
                 # Nothing after this can change the verdict: no more signals. The users still finish the
                 # handshakes they hold (--stop-timeout), so the deployment then stops without waiting on them.
                 session.halt_controller()
@@ -269,9 +280,12 @@ def _on_test_stop(environment: Any, **_kwargs: Any) -> None:
 def _on_quitting(environment: Any, **_kwargs: Any) -> None:
     """Stops what the run started, in order: users, then controller, then deployment; then the summary."""
     session, _PART.session = _PART.session, None
+    events, _PART.events = _PART.events, None
     _PART.stopping = True
     if session is None:
         return
+    if events is not None:
+        events.stop_progress()  # the counts from here on are the teardown's; the summary has the run's
     runner = environment.runner
     # Still running at quitting: a signal (Ctrl-C, SIGTERM) stopped it, not its run time or the web UI.
     interrupted_by = None
@@ -294,6 +308,8 @@ def _on_quitting(environment: Any, **_kwargs: Any) -> None:
         stop_reason = "stopped (the web UI, or the end of its test)"
     summary = session.summary(interrupted_by, stop_reason)
     session.write_report(summary)
+    if events is not None:
+        events.finish(summary)
     print(format_summary(summary), flush=True)
     if _PART.options.gate:
         environment.process_exit_code = summary.gate.exit_code

@@ -272,6 +272,13 @@ class ChaosOptions:
         scope="process",
         entry_points=_LOCUST_AND_CONTROLLER,
     )
+    events_file: str | None = option(
+        None,
+        "--chaos-events",
+        "append the run's events (started, signal, first_seen, progress, summary) to this file as JSON lines",
+        scope="process",
+        entry_points=frozenset({"locust"}),
+    )
 
     def validate(self, host: str | None) -> None:
         """Every option within its declared range, then the checks that span several options."""

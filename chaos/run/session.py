@@ -29,7 +29,7 @@ from chaos.detect.server import ServerDetector
 from chaos.detect.totals import RunTotals
 from chaos.errors import UsageError
 from chaos.report.metrics import ChaosCollector, MetricsSnapshot, serve, sums
-from chaos.results import ErrorRow, GateResult, Mode, RunSummary, SignalRecord, TargetSummary
+from chaos.results import ErrorRow, FirstSeen, GateResult, Mode, RunSummary, SignalRecord, TargetSummary
 from chaos.run.attached import AttachedDeployment, find_external, start_embedded
 from chaos.run.controller import RollingSignalController
 from chaos.run.exposure import ExposureStrategy
@@ -121,7 +121,7 @@ class ChaosSession:
         if attached.error_log is not None:
             tail = FileTail(attached.error_log, from_start=self.embedded, line_format=self.options.line_format())
             self.detector = ServerDetector(tail, self.totals.add_server)
-        self.signals = SignalBook(self.exposure, attached.listen_port, self.detector)
+        self.signals.attach(attached.listen_port, self.detector)
         self._spawn(self._background_loop, "handshake-chaos-detector")
         return self.host
 
@@ -158,6 +158,10 @@ class ChaosSession:
         )
         self._stop_controller.clear()
         self._controller_thread = self._spawn(lambda: _run(controller, self._stop_controller), "handshake-chaos-ctl")
+
+    def on_signal(self, callback: Callable[[SignalRecord], None]) -> None:
+        """``callback(record)`` for each signal the controller sends, its exposure as known then."""
+        self.signals.listeners.append(callback)
 
     def controller_finished(self) -> bool:
         """The controller stopped on its own (max signals reached, or the master is gone)."""
@@ -302,23 +306,9 @@ def build_summary(session: ChaosSession, interrupted_by: int | None, stop_reason
     )
 
 
-FIRST_SEEN = "handshake-chaos: first"  # how the console line starts (soak echoes these lines)
-
-
 def _announce_first(row: ErrorRow) -> None:
     """One console line the first time a signature is seen: what, how many so far, the example, the reference."""
-    see = f" (see {row.reference})" if row.reference else ""
-    regression = row.regression_line()
-    log.warning(
-        "%s %s-side %s, %d so far: %s%s%s",
-        FIRST_SEEN,
-        row.side,
-        row.signature,
-        row.count,
-        row.example[:200],
-        see,
-        f" -- REGRESSION: {regression}" if regression else "",
-    )
+    log.warning("handshake-chaos: %s", FirstSeen.of(row).line())
 
 
 def _run(controller: RollingSignalController, stop: threading.Event) -> None:

@@ -9,6 +9,9 @@ count it. How each reached worker exited is read from the log once the master ha
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
+
 from chaos.deployment.processes import worker_peers
 from chaos.detect.server import EXIT_SEVERITY, ServerDetector
 from chaos.results import Address, ExitKind, Reach, SignalRecord
@@ -28,6 +31,12 @@ class SignalBook:
         self._log_positions: dict[int, tuple[int, int]] = {}
         self._replaced: list[SignalRecord] = []  # recovered, waiting for exposure answers
         self._exits_unknown: list[SignalRecord] = []  # recovered, the master's verdict not logged yet
+        self.listeners: list[Callable[[SignalRecord], None]] = []  # told of each signal as it is sent
+
+    def attach(self, listen_port: int | None, detector: ServerDetector | None) -> None:
+        """What the run found at start: where the workers listen, and the log follower (if any)."""
+        self.listen_port = listen_port
+        self.detector = detector
 
     @property
     def records(self) -> list[SignalRecord]:
@@ -49,6 +58,8 @@ class SignalBook:
             pending = self.exposure.resolve(record, peers)
             record.reach.append(Reach(pid, pending))
             total = None if pending is None or total is None else total + pending
+        for listener in self.listeners:
+            listener(dataclasses.replace(record, pending=record.pending if total is None else total))
         return total
 
     def on_replaced(self, record: SignalRecord) -> None:

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from chaos.commands.matrix import judge_expectations, matrix_exit_code
-from chaos.results import MatrixCell
+from chaos.report.events import read_events
+from chaos.results import FirstSeen, MatrixCell, RunFinished, RunStarted, SignalSent, VerdictSettled
 from tests.conftest import assert_gone, locust_requests, read_summary
 
 CLI = [sys.executable, "-m", "chaos"]
@@ -23,6 +24,27 @@ def _run(args: list[str], cwd: Path, timeout: float = 240) -> subprocess.Complet
 
 def _signatures(summary: dict) -> dict[str, int]:
     return {row["signature"]: row["count"] for row in summary["errors"]}
+
+
+def _assert_one_channel(report: Path, summary: dict, stderr: str, signal_name: str) -> None:
+    """The soak learned its run from events.jsonl: every signal, each first-seen signature, the summary."""
+    events = read_events(report / "events.jsonl")
+    assert isinstance(events[0], RunStarted) and (events[0].release, events[0].ws) == (
+        summary["release"],
+        summary["ws"],
+    )
+    assert isinstance(events[-1], RunFinished)
+    # summary.json is the Locust process's summary event plus the soak's own section, written once.
+    assert {**events[-1].summary.to_json(), "soak": summary["soak"]} == summary
+    sent = [event for event in events if isinstance(event, SignalSent) and not event.dry_run]
+    assert len(sent) == summary["signals"]["sent"] >= 1 and {event.signal for event in sent} == {signal_name}
+    first = {(event.side, event.signature) for event in events if isinstance(event, FirstSeen)}
+    assert first == {(row["side"], row["signature"]) for row in summary["errors"]}
+    settled = [event.reason for event in events if isinstance(event, VerdictSettled)]
+    assert settled == ([summary["stop_reason"]] if summary["stop_reason"].startswith("verdict settled") else [])
+    progress = [line for line in stderr.splitlines() if "elapsed" in line and "signals" in line]
+    assert all(f"({signal_name} " in line for line in progress if "signals 0," not in line), progress
+    assert "TERMs" not in stderr
 
 
 def test_soak_0_19_0_wsproto_fails_on_596(tmp_path, release_cache):
@@ -50,6 +72,8 @@ def test_soak_0_19_0_wsproto_fails_on_596(tmp_path, release_cache):
     assert len(first) == 1 and "so far: " in first[0] and "cannot be sent during the handshake" in first[0], first
     assert "issues/596" in first[0]
     assert any("signature" in line and "errors" in line for line in done.stderr.splitlines() if "elapsed" in line)
+    assert any("signals" in line and "(TERM " in line for line in done.stderr.splitlines() if "elapsed" in line)
+    _assert_one_channel(report, summary, done.stderr, "TERM")
 
 
 def test_soak_0_20_0_wsproto_has_none_of_596(tmp_path, release_cache):
@@ -302,6 +326,7 @@ def test_0_19_0_wsproto_fails_on_596_through_the_master(tmp_path, release_cache,
     assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
     summary = read_summary(report / "summary.json")
     assert summary["mode"] == mode and _signatures(summary).get("uvicorn_596_wsproto_close_during_handshake", 0) > 0
+    _assert_one_channel(report, summary, done.stderr, {"master-hup": "HUP", "master-ttou": "TTOU"}.get(mode, "TERM"))
     records = summary["signals"]["records"]
     assert records and all(r["role"] == "master" and r["mode"] == mode for r in records)
     reached = [len(r["reach"]) for r in records if r["worker_exit_seconds"] is not None]

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import psutil
 
+from chaos.report.events import read_events
+from chaos.results import RunFinished, RunStarted, SignalSent
 from tests.conftest import ROOT, assert_gone, port_is_free, read_summary, wait_until
 
 LOCUST = [sys.executable, "-m", "locust", "-f", str(ROOT / "locustfiles" / "handshake.py"), "--headless"]
@@ -26,7 +28,7 @@ def _rows(path: Path) -> dict[str, dict[str, str]]:
 def test_headless_run_lands_terms_on_pending_handshakes_and_leaves_nothing(tmp_path):
     report = tmp_path / "report.json"
     command = [*LOCUST, "-u", "60", "-r", "60", "-t", "12s", "--csv", str(tmp_path / "run")]
-    command += [*FAST_CHAOS, "--chaos-report-json", str(report)]
+    command += [*FAST_CHAOS, "--chaos-report-json", str(report), "--chaos-events", str(tmp_path / "events.jsonl")]
     done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert done.returncode in (0, 1), done.stderr[-3000:]  # 1: Locust's own "some requests failed"
     assert "Traceback" not in done.stderr, done.stderr[-3000:]
@@ -42,6 +44,12 @@ def test_headless_run_lands_terms_on_pending_handshakes_and_leaves_nothing(tmp_p
     for name, count in summary["outcomes"].items():
         assert int(rows[name]["Request Count"]) == count
     assert "handshake-chaos summary" in done.stdout
+    # --chaos-events beside it: the run as it went, its summary last and the same as the file's.
+    events = read_events(tmp_path / "events.jsonl")
+    assert isinstance(events[0], RunStarted) and events[0].target_url == summary["target"]["url"]
+    assert isinstance(events[-1], RunFinished) and events[-1].summary.to_json() == summary
+    sent = [event for event in events if isinstance(event, SignalSent)]
+    assert [event.id for event in sent] == [record["id"] for record in summary["signals"]["records"]]
 
     assert_gone(summary["target"]["pids"])
     assert port_is_free(summary["target"]["port"])

@@ -141,7 +141,7 @@ def test_handshake_url_holds_within_the_jitter_and_keeps_the_server_longer():
 @pytest.mark.parametrize(
     ("options", "host", "message"),
     [
-        (ChaosOptions(target_pid=10, target_pidfile="/x"), "ws://127.0.0.1:1", "pid or a pidfile"),
+        (ChaosOptions(target_pid=10, target_pidfile="/x"), "ws://127.0.0.1:1", "one of them, not both"),
         (ChaosOptions(target_pid=10), None, "needs --host"),
         (ChaosOptions(), "ftp://127.0.0.1", "--host must be"),
         (ChaosOptions(ws_path="ws"), None, "--ws-path must start"),
