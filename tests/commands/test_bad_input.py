@@ -183,8 +183,9 @@ def test_enough_bad_inputs_are_covered():
 
 def test_another_platform_is_one_line_and_exit_2():
     """Linux is said, not assumed: elsewhere every command stops before anything with one line."""
+    # Imported first (the standard library picks its own modules by platform), then the platform is another.
     code = (
-        "import sys; sys.platform = 'darwin'; from chaos.commands.cli import main; "
+        "import sys; from chaos.commands.cli import main; sys.platform = 'darwin'; "
         "raise SystemExit(main(['soak', '--duration', '5s']))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
