@@ -61,46 +61,6 @@ def start_deployment(tmp_path: Path) -> Iterator[Callable[..., Deployment]]:
         target.stop()
 
 
-def local_session(options, host: str | None = None):  # type: ignore[no-untyped-def]
-    """A session whose users run in this process (as a local Locust runner's do)."""
-    from chaos.detect.client import ClientRecorder
-    from chaos.detect.totals import RunTotals
-    from chaos.run.exposure import LocalExposure
-    from chaos.run.session import ChaosSession
-
-    totals = RunTotals()
-    recorder = ClientRecorder(options.http_rejection_is_error, sink=totals.add_client)
-    return ChaosSession(options, host, exposure=LocalExposure(recorder), totals=totals)
-
-
-def drive_load(session, users: int, seconds: float) -> None:  # type: ignore[no-untyped-def]
-    """Real handshakes against a started local session from ``users`` threads, for ``seconds``."""
-    import random
-    import threading
-
-    from chaos.load.client import hold_one
-
-    deadline = time.monotonic() + seconds
-    profile = session.options.load_profile()
-    exposure = session.exposure
-
-    def user(seed: int) -> None:
-        rng = random.Random(seed)
-        for _ in range(10_000):  # bounded in count as well as in time
-            if time.monotonic() >= deadline:
-                return
-            result = hold_one(session.host, profile, rng, exposure.ledger)
-            exposure.recorder.finished(result)
-            if result.outcome == "refused":
-                time.sleep(0.2)
-
-    threads = [threading.Thread(target=user, args=(seed,)) for seed in range(users)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-
-
 @pytest.fixture(scope="session")
 def release_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Release environments shared by the tests of one run (and across runs, if set)."""
