@@ -11,8 +11,7 @@ import psutil
 import pytest
 
 from chaos.deployment.launcher import Deployment, DeploymentConfig, read_versions
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers import ROOT
 
 
 def installed_ws_implementations() -> list[str]:

@@ -14,6 +14,7 @@ import psutil
 import pytest
 
 from tests.conftest import free_port, locust_requests, metric_sum, read_summary, wait_until
+from tests.helpers import LOCUST
 
 CLI = [sys.executable, "-m", "chaos"]
 FAST = ["--hold-seconds", "1", "--term-interval", "1", "--term-jitter", "0.5", "--metrics-port", "0"]
@@ -113,8 +114,6 @@ def test_a_signal_at_any_moment_stops_everything_and_keeps_the_summary(tmp_path,
 
 
 def test_the_locustfile_stopped_by_sigterm_is_interrupted_with_143(tmp_path):
-    from tests.locust_plugin.test_embedded import LOCUST
-
     report = tmp_path / "summary.json"
     port = free_port()
     command = [*LOCUST, "-u", "20", "-r", "20", "-t", "120s", "--hold-seconds", "1", "--term-interval", "1"]

@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT, assert_gone, free_port, read_summary
+from tests.conftest import assert_gone, free_port, read_summary
+from tests.helpers import LOCUSTFILE
 
-LOCUSTFILE = str(ROOT / "locustfiles" / "handshake.py")
 CHAOS = ["--hold-seconds", "1", "--keep-open-seconds", "0.5", "--term-interval", "1", "--term-jitter", "0.5"]
 
 

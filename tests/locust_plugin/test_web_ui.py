@@ -3,23 +3,14 @@
 from __future__ import annotations
 
 import json
-import re
 import signal
 import subprocess
 import sys
 import urllib.parse
 import urllib.request
 
-from tests.conftest import ROOT, assert_gone, free_port, metric_sum, read_summary, scrape, wait_until
-
-LOCUSTFILE = str(ROOT / "locustfiles" / "handshake.py")
-
-
-def _template_args(page: str) -> dict:
-    """What the page's React app builds the start form from."""
-    match = re.search(r"window\.templateArgs = (\{.*?\})\s*</script>", page, re.DOTALL)
-    assert match, "no templateArgs in the page"
-    return json.loads(match.group(1))
+from tests.conftest import assert_gone, free_port, metric_sum, read_summary, scrape, wait_until
+from tests.helpers import LOCUSTFILE, page_template_args
 
 
 def _form_fields(template_args: dict) -> dict[str, str]:
@@ -60,7 +51,7 @@ def test_start_form_edits_take_effect_and_bad_values_are_one_clear_line(tmp_path
 
     try:
         wait_until(page_served, 60, "the web UI")
-        template_args = _template_args(pages[-1])
+        template_args = page_template_args(pages[-1])
         fields = _form_fields(template_args)
         # Process-start options are not offered: editing them could not take effect.
         assert {"term_interval", "max_signals", "hold_seconds", "hold_jitter", "dry_run"} <= set(fields)

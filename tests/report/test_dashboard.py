@@ -15,7 +15,8 @@ import pytest
 
 from chaos.deployment.environments import ReleaseSpec, build_environment
 from chaos.report.dashboard import dashboard, render
-from tests.conftest import ROOT, assert_gone, free_port, read_summary, scrape, wait_until
+from tests.conftest import assert_gone, free_port, read_summary, scrape, wait_until
+from tests.helpers import ROOT
 
 DASHBOARDS = ROOT / "dashboards"
 PROMETHEUS = shutil.which("prometheus")

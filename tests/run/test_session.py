@@ -17,8 +17,7 @@ from chaos.run.exposure import LocalExposure
 from chaos.run.options import ChaosOptions
 from chaos.run.session import ChaosSession
 from tests.conftest import assert_gone
-
-SIGNATURE_596 = "uvicorn_596_wsproto_close_during_handshake"
+from tests.helpers import SIGNATURE_596
 
 
 def local_session(options: ChaosOptions, host: str | None = None) -> ChaosSession:
