@@ -5,10 +5,16 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import psutil
+
+from chaos.deployment.launcher import read_versions
 from chaos.results import (
     CellSignals,
     ErrorRow,
@@ -111,3 +117,87 @@ def page_template_args(page: str) -> dict[str, Any]:
     assert match, "no templateArgs in the page"
     args: dict[str, Any] = json.loads(match.group(1))
     return args
+
+
+# The processes, ports and pages of what the tests start.
+
+
+def installed_ws_implementations() -> list[str]:
+    return [name for name in read_versions(sys.executable)["ws_implementations"] if name != "auto"] + ["auto"]
+
+
+def wait_until(predicate: Callable[[], object], timeout: float, what: str) -> None:
+    """Poll ``predicate`` until it is truthy; fail with ``what`` past ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    """No socket listens there: a server could bind it now (TIME_WAIT leftovers do not count)."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def assert_gone(pids: list[int]) -> None:
+    alive = [pid for pid in pids if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+    assert not alive, f"processes still running: {alive}"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def scrape(url: str) -> str:
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return str(response.read().decode())
+
+
+def read_summary(path: Path) -> dict[str, Any]:
+    """A written summary.json, validated against the schema in docs/ (the contract CI jobs parse)."""
+    import jsonschema
+
+    summary: dict[str, Any] = json.loads(Path(path).read_text())
+    schema = json.loads((ROOT / "docs" / "summary.schema.json").read_text())
+    jsonschema.validate(summary, schema)
+    return summary
+
+
+def metric_sum(metrics_url: str, name: str) -> float:
+    """The sum of a metric's samples on a live /metrics (-1 while nothing answers there)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        text = scrape(metrics_url)
+    except OSError:
+        return -1.0
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name
+    )
+
+
+def locust_requests(stats_csv: Path) -> int:
+    """Locust's Aggregated request count in its --csv stats file (0 until it has written one)."""
+    import csv
+
+    try:
+        with Path(stats_csv).open() as handle:
+            rows = {row["Name"]: row for row in csv.DictReader(handle)}
+    except (OSError, KeyError):
+        return 0
+    return int(rows.get("Aggregated", {}).get("Request Count") or 0)

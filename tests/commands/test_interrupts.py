@@ -13,8 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.conftest import free_port, locust_requests, metric_sum, read_summary, wait_until
-from tests.helpers import LOCUST
+from tests.helpers import LOCUST, free_port, locust_requests, metric_sum, read_summary, wait_until
 
 CLI = [sys.executable, "-m", "chaos"]
 FAST = ["--hold-seconds", "1", "--term-interval", "1", "--term-jitter", "0.5", "--metrics-port", "0"]

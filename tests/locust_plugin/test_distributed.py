@@ -8,8 +8,7 @@ import sys
 
 import pytest
 
-from tests.conftest import assert_gone, free_port, read_summary
-from tests.helpers import LOCUSTFILE
+from tests.helpers import LOCUSTFILE, assert_gone, free_port, read_summary
 
 CHAOS = ["--hold-seconds", "1", "--keep-open-seconds", "0.5", "--term-interval", "1", "--term-jitter", "0.5"]
 

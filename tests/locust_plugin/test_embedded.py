@@ -11,8 +11,7 @@ from pathlib import Path
 
 import psutil
 
-from tests.conftest import assert_gone, port_is_free, read_summary, wait_until
-from tests.helpers import LOCUST, LOCUSTFILE, page_template_args
+from tests.helpers import LOCUST, LOCUSTFILE, assert_gone, page_template_args, port_is_free, read_summary, wait_until
 
 FAST_CHAOS = ["--metrics-port", "0", "--hold-seconds", "1", "--keep-open-seconds", "0.5"]
 FAST_CHAOS += ["--term-interval", "1", "--term-jitter", "0.5"]
@@ -99,7 +98,7 @@ def test_unknown_ws_implementation_exits_2_without_starting_anything(tmp_path):
 
 
 def test_options_show_in_the_web_ui_and_quitting_stops_everything(tmp_path):
-    from tests.conftest import free_port, scrape
+    from tests.helpers import free_port, scrape
 
     web_port = free_port()
     command = [sys.executable, "-m", "locust", "-f", LOCUSTFILE]

@@ -9,8 +9,16 @@ import sys
 import urllib.parse
 import urllib.request
 
-from tests.conftest import assert_gone, free_port, metric_sum, read_summary, scrape, wait_until
-from tests.helpers import LOCUSTFILE, page_template_args
+from tests.helpers import (
+    LOCUSTFILE,
+    assert_gone,
+    free_port,
+    metric_sum,
+    page_template_args,
+    read_summary,
+    scrape,
+    wait_until,
+)
 
 
 def _form_fields(template_args: dict) -> dict[str, str]:

@@ -15,8 +15,7 @@ import pytest
 
 from chaos.deployment.environments import ReleaseSpec, build_environment
 from chaos.report.dashboard import dashboard, render
-from tests.conftest import assert_gone, free_port, read_summary, scrape, wait_until
-from tests.helpers import ROOT
+from tests.helpers import ROOT, assert_gone, free_port, read_summary, scrape, wait_until
 
 DASHBOARDS = ROOT / "dashboards"
 PROMETHEUS = shutil.which("prometheus")

@@ -11,8 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from chaos.report.metrics import METRICS, ChaosCollector, MetricsSnapshot
 from chaos.results import ErrorRow, bounded_outcome
-from tests.conftest import free_port, scrape, wait_until
-from tests.helpers import ROOT, signal_record
+from tests.helpers import ROOT, free_port, scrape, signal_record, wait_until
 
 SPEC_METRICS = {
     "handshake_chaos_shutdown_errors": {"release", "ws", "mode", "side", "signature"},

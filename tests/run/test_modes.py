@@ -12,7 +12,7 @@ from chaos.errors import UsageError
 from chaos.load.client import hold_handshake
 from chaos.results import ACCEPTED, REFUSED
 from chaos.run.controller import MODE_SPECS, ControllerConfig, RollingSignalController
-from tests.conftest import wait_until
+from tests.helpers import wait_until
 
 
 def _alive(pids: list[int]) -> list[int]:

@@ -16,8 +16,7 @@ from chaos.results import REFUSED
 from chaos.run.exposure import LocalExposure
 from chaos.run.options import ChaosOptions
 from chaos.run.session import ChaosSession
-from tests.conftest import assert_gone
-from tests.helpers import SIGNATURE_596
+from tests.helpers import SIGNATURE_596, assert_gone
 
 
 def local_session(options: ChaosOptions, host: str | None = None) -> ChaosSession:
