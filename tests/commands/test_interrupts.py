@@ -71,7 +71,12 @@ def test_a_signal_at_any_moment_stops_everything_and_keeps_the_summary(tmp_path,
     load_started = moment != "start-up"
     try:
         if moment == "start-up":
-            wait_until(lambda: started.look() or bool(started.seen), 30, "the soak to start Locust")
+
+            def started_locust() -> bool:
+                started.look()
+                return bool(started.seen)
+
+            wait_until(started_locust, 30, "the soak to start Locust")
             deadline = time.monotonic() + rng.uniform(0.0, 0.8)
             while time.monotonic() < deadline:
                 started.look()

@@ -69,7 +69,8 @@ def test_0_36_0_resolves_an_uvicorn_worker_that_cannot_run_it_and_still_boots(re
     """uvicorn-worker 0.4.0 came nine hours after uvicorn 0.36.0: as of 0.36.0's day, 0.3.0 is picked,
     and the launcher pairs the release with uvicorn.workers instead (docs/releases.md)."""
     from chaos.deployment.launcher import Deployment, DeploymentConfig
-    from chaos.load.client import ACCEPTED, hold_handshake
+    from chaos.load.client import hold_handshake
+    from chaos.results import ACCEPTED
 
     environment = build_environment(ReleaseSpec(uvicorn="0.36.0"), release_cache)
     config = DeploymentConfig(python=environment.python, workers=1, run_dir=tmp_path / "run")

@@ -190,7 +190,7 @@ def test_master_lines_about_a_signalled_worker(tmp_path, line, signature, kind):
 
 def test_generic_signatures_stay_bounded():
     classifier = Classifier()
-    signatures = set()
+    signatures: set[str] = set()
     for index in range(100):
         text = f"[t] [1] [ERROR] x\nTraceback (most recent call last):\nOdd{index}Error: nope"
         record = LogRecord(1, "ERROR", "x", text, 0, 0)

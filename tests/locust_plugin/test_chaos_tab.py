@@ -8,7 +8,7 @@ import sys
 import urllib.parse
 import urllib.request
 
-from tests.browser import Browser
+from tests.browser import Browser, Page
 from tests.helpers import (
     LOCUSTFILE,
     assert_gone,
@@ -21,7 +21,7 @@ from tests.helpers import (
 )
 
 
-def _rows(page, tab: str) -> list[str]:
+def _rows(page: Page, tab: str) -> list[str]:
     return page.evaluate("Array.from(document.querySelectorAll('tbody tr')).map(row => row.innerText)") or []
 
 

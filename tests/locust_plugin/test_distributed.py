@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -13,7 +14,7 @@ from tests.helpers import LOCUSTFILE, assert_gone, free_port, read_summary
 CHAOS = ["--hold-seconds", "1", "--keep-open-seconds", "0.5", "--term-interval", "1", "--term-jitter", "0.5"]
 
 
-def _aggregated_requests(stats_csv) -> int:
+def _aggregated_requests(stats_csv: Path) -> int:
     with open(stats_csv) as handle:
         rows = {row["Name"]: row for row in csv.DictReader(handle)}
     return int(rows["Aggregated"]["Request Count"])

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import urllib.parse
 import urllib.request
+from typing import Any
 
 from tests.helpers import (
     LOCUSTFILE,
@@ -21,7 +22,7 @@ from tests.helpers import (
 )
 
 
-def _form_fields(template_args: dict) -> dict[str, str]:
+def _form_fields(template_args: dict[str, Any]) -> dict[str, str]:
     """Every option field as the form posts it: text as typed, checkboxes as true/false, blanks as ""."""
     fields = {}
     for name, field in template_args["extra_options"].items():
@@ -32,10 +33,11 @@ def _form_fields(template_args: dict) -> dict[str, str]:
     return fields
 
 
-def _post(url: str, fields: dict[str, str]) -> dict:
+def _post(url: str, fields: dict[str, str]) -> dict[str, Any]:
     data = urllib.parse.urlencode(fields).encode()
     with urllib.request.urlopen(urllib.request.Request(url, data=data, method="POST"), timeout=10) as response:
-        return json.loads(response.read().decode())
+        answer: dict[str, Any] = json.loads(response.read().decode())
+    return answer
 
 
 def test_start_form_edits_take_effect_and_bad_values_are_one_clear_line(tmp_path):

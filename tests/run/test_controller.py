@@ -10,8 +10,9 @@ import pytest
 
 from chaos.deployment.processes import ServerMaster, worker_peers
 from chaos.errors import UsageError
-from chaos.load.client import ACCEPTED, hold_handshake
+from chaos.load.client import hold_handshake
 from chaos.load.ledger import HandshakeLedger
+from chaos.results import ACCEPTED
 from chaos.run.controller import ControllerConfig, RollingSignalController
 from chaos.run.options import ChaosOptions
 from tests.helpers import wait_until
