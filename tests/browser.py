@@ -97,6 +97,7 @@ class Page:
 class Browser:
     def __init__(self, profile: Path, width: int = 1280, height: int = 900) -> None:
         assert CHROMIUM, "chromium is missing: scripts/test installs Debian's chromium package"
+        self.chromium = CHROMIUM
         self.profile = profile
         self.size = f"{width},{height}"
         self.process: subprocess.Popen[bytes] | None = None
@@ -105,7 +106,7 @@ class Browser:
     def __enter__(self) -> Browser:
         self.profile.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
-            [CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-extensions"]
+            [self.chromium, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-extensions"]
             + [f"--user-data-dir={self.profile}", "--remote-debugging-address=127.0.0.1"]
             + ["--remote-debugging-port=0", f"--window-size={self.size}", "about:blank"],
             stdout=subprocess.DEVNULL,

@@ -1,48 +1,14 @@
+"""Fixtures and hooks; the helpers the tests share are in tests/helpers.py."""
+
 from __future__ import annotations
 
 import signal
-import socket
-import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import psutil
 import pytest
 
-from chaos.deployment.launcher import Deployment, DeploymentConfig, read_versions
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def installed_ws_implementations() -> list[str]:
-    return [name for name in read_versions(sys.executable)["ws_implementations"] if name != "auto"] + ["auto"]
-
-
-def wait_until(predicate: Callable[[], object], timeout: float, what: str) -> None:
-    """Poll ``predicate`` until it is truthy; fail with ``what`` past ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-
-
-def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
-    """No socket listens there: a server could bind it now (TIME_WAIT leftovers do not count)."""
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-        return True
-
-
-def assert_gone(pids: list[int]) -> None:
-    alive = [pid for pid in pids if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
-    assert not alive, f"processes still running: {alive}"
+from chaos.deployment.launcher import Deployment, DeploymentConfig
 
 
 @pytest.fixture
@@ -61,46 +27,6 @@ def start_deployment(tmp_path: Path) -> Iterator[Callable[..., Deployment]]:
         target.stop()
 
 
-def local_session(options, host: str | None = None):  # type: ignore[no-untyped-def]
-    """A session whose users run in this process (as a local Locust runner's do)."""
-    from chaos.detect.client import ClientRecorder
-    from chaos.detect.totals import RunTotals
-    from chaos.run.exposure import LocalExposure
-    from chaos.run.session import ChaosSession
-
-    totals = RunTotals()
-    recorder = ClientRecorder(options.http_rejection_is_error, sink=totals.add_client)
-    return ChaosSession(options, host, exposure=LocalExposure(recorder), totals=totals)
-
-
-def drive_load(session, users: int, seconds: float) -> None:  # type: ignore[no-untyped-def]
-    """Real handshakes against a started local session from ``users`` threads, for ``seconds``."""
-    import random
-    import threading
-
-    from chaos.load.client import hold_one
-
-    deadline = time.monotonic() + seconds
-    profile = session.options.load_profile()
-    exposure = session.exposure
-
-    def user(seed: int) -> None:
-        rng = random.Random(seed)
-        for _ in range(10_000):  # bounded in count as well as in time
-            if time.monotonic() >= deadline:
-                return
-            result = hold_one(session.host, profile, rng, exposure.ledger)
-            exposure.recorder.finished(result)
-            if result.outcome == "refused":
-                time.sleep(0.2)
-
-    threads = [threading.Thread(target=user, args=(seed,)) for seed in range(users)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-
-
 @pytest.fixture(scope="session")
 def release_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Release environments shared by the tests of one run (and across runs, if set)."""
@@ -108,31 +34,6 @@ def release_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     shared = os.environ.get("HANDSHAKE_CHAOS_TEST_CACHE")
     return Path(shared) if shared else tmp_path_factory.mktemp("envs")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def scrape(url: str) -> str:
-    import urllib.request
-
-    with urllib.request.urlopen(url, timeout=5) as response:
-        return str(response.read().decode())
-
-
-def read_summary(path: Path) -> dict:  # type: ignore[type-arg]
-    """A written summary.json, validated against the schema in docs/ (the contract CI jobs parse)."""
-    import json
-
-    import jsonschema
-
-    summary = json.loads(Path(path).read_text())
-    schema = json.loads((ROOT / "docs" / "summary.schema.json").read_text())
-    jsonschema.validate(summary, schema)
-    return summary  # type: ignore[no-any-return]
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -152,31 +53,3 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.network)
         if item.get_closest_marker("newest") is not None:
             item.add_marker(pytest.mark.network)
-
-
-def metric_sum(metrics_url: str, name: str) -> float:
-    """The sum of a metric's samples on a live /metrics (-1 while nothing answers there)."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    try:
-        text = scrape(metrics_url)
-    except OSError:
-        return -1.0
-    return sum(
-        sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if sample.name == name
-    )
-
-
-def locust_requests(stats_csv: Path) -> int:
-    """Locust's Aggregated request count in its --csv stats file (0 until it has written one)."""
-    import csv
-
-    try:
-        with Path(stats_csv).open() as handle:
-            rows = {row["Name"]: row for row in csv.DictReader(handle)}
-    except (OSError, KeyError):
-        return 0
-    return int(rows.get("Aggregated", {}).get("Request Count") or 0)

@@ -15,8 +15,7 @@ from chaos.errors import UsageError
 from chaos.report.dashboard import variables
 from chaos.report.metrics import METRICS
 from chaos.results import MatrixResult, RunSummary, json_schema
-from tests.conftest import ROOT
-from tests.report.test_files import _matrix, _summary
+from tests.helpers import ROOT, matrix_result, run_summary
 
 
 @pytest.mark.parametrize("name", sorted(generated_files()))
@@ -71,7 +70,7 @@ def test_the_readme_links_its_own_docs_inside_the_repository():
 
 
 def test_a_summary_round_trips_and_validates(tmp_path):
-    summary = _summary()
+    summary = run_summary()
     path = tmp_path / "summary.json"
     summary.write(path)
     data = json.loads(path.read_text())
@@ -88,7 +87,7 @@ def test_a_summary_round_trips_and_validates(tmp_path):
 
 
 def test_the_schema_rejects_what_ci_jobs_could_not_parse():
-    data = _summary().to_json()
+    data = run_summary().to_json()
     data["gate"]["verdict"] = "maybe"
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(data, json_schema(RunSummary))
@@ -98,7 +97,7 @@ def test_the_schema_rejects_what_ci_jobs_could_not_parse():
 
 
 def test_a_matrix_round_trips_and_validates():
-    result = _matrix()
+    result = matrix_result()
     data = json.loads(result.dumps())
     jsonschema.validate(data, json_schema(MatrixResult))
     assert MatrixResult.from_json(data) == result

@@ -12,7 +12,7 @@ import psutil
 import pytest
 
 from chaos.commands.cli import main
-from tests.locust_plugin.test_embedded import LOCUST
+from tests.helpers import LOCUST
 
 SOAK = ["soak", "--target-python", sys.executable, "--duration", "5s"]
 MATRIX = ["matrix", "--uvicorn", "0.19.0", "0.20.0", "--ws", "wsproto"]

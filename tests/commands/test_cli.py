@@ -88,7 +88,7 @@ def test_controller_dry_run_over_a_duration(start_deployment):
 def test_controller_command_serves_its_own_metrics(start_deployment):
     from prometheus_client.parser import text_string_to_metric_families
 
-    from tests.conftest import free_port, scrape, wait_until
+    from tests.helpers import free_port, scrape, wait_until
 
     target = start_deployment(workers=2)
     port = free_port()

@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.conftest import free_port, locust_requests, metric_sum, read_summary, wait_until
+from tests.helpers import LOCUST, free_port, locust_requests, metric_sum, read_summary, wait_until
 
 CLI = [sys.executable, "-m", "chaos"]
 FAST = ["--hold-seconds", "1", "--term-interval", "1", "--term-jitter", "0.5", "--metrics-port", "0"]
@@ -71,7 +71,12 @@ def test_a_signal_at_any_moment_stops_everything_and_keeps_the_summary(tmp_path,
     load_started = moment != "start-up"
     try:
         if moment == "start-up":
-            wait_until(lambda: started.look() or bool(started.seen), 30, "the soak to start Locust")
+
+            def started_locust() -> bool:
+                started.look()
+                return bool(started.seen)
+
+            wait_until(started_locust, 30, "the soak to start Locust")
             deadline = time.monotonic() + rng.uniform(0.0, 0.8)
             while time.monotonic() < deadline:
                 started.look()
@@ -113,8 +118,6 @@ def test_a_signal_at_any_moment_stops_everything_and_keeps_the_summary(tmp_path,
 
 
 def test_the_locustfile_stopped_by_sigterm_is_interrupted_with_143(tmp_path):
-    from tests.locust_plugin.test_embedded import LOCUST
-
     report = tmp_path / "summary.json"
     port = free_port()
     command = [*LOCUST, "-u", "20", "-r", "20", "-t", "120s", "--hold-seconds", "1", "--term-interval", "1"]

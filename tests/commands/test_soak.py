@@ -1,32 +1,20 @@
-"""``handshake-chaos soak`` and ``matrix`` as CI runs them: real releases, real exit codes."""
+"""``handshake-chaos soak`` as CI runs it: real releases, real exit codes."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from chaos.commands.matrix import judge_expectations, matrix_exit_code
 from chaos.report.events import read_events
-from chaos.results import FirstSeen, MatrixCell, RunFinished, RunStarted, SignalSent, VerdictSettled
-from tests.conftest import assert_gone, locust_requests, read_summary
-
-CLI = [sys.executable, "-m", "chaos"]
-FAST = ["--hold-seconds", "1", "--term-interval", "1", "--term-jitter", "0.5", "--metrics-port", "0"]
+from chaos.results import FirstSeen, RunFinished, RunStarted, SignalSent, VerdictSettled
+from tests.helpers import CLI, FAST, assert_gone, locust_requests, read_summary, run_cli, signatures
 
 
-def _run(args: list[str], cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*CLI, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
-
-
-def _signatures(summary: dict) -> dict[str, int]:
-    return {row["signature"]: row["count"] for row in summary["errors"]}
-
-
-def _assert_one_channel(report: Path, summary: dict, stderr: str, signal_name: str) -> None:
+def _assert_one_channel(report: Path, summary: dict[str, Any], stderr: str, signal_name: str) -> None:
     """The soak learned its run from events.jsonl: every signal, each first-seen signature, the summary."""
     events = read_events(report / "events.jsonl")
     assert isinstance(events[0], RunStarted) and (events[0].release, events[0].ws) == (
@@ -49,7 +37,7 @@ def _assert_one_channel(report: Path, summary: dict, stderr: str, signal_name: s
 
 def test_soak_0_19_0_wsproto_fails_on_596(tmp_path, release_cache):
     report = tmp_path / "report"
-    done = _run(
+    done = run_cli(
         ["soak", "--uvicorn", "0.19.0", "--ws", "wsproto", "--duration", "12s", "--users", "30"]
         + [*FAST, "--report-dir", str(report), "--cache-dir", str(release_cache)],
         tmp_path,
@@ -58,7 +46,7 @@ def test_soak_0_19_0_wsproto_fails_on_596(tmp_path, release_cache):
     summary = read_summary(report / "summary.json")
     assert summary["release"] == "0.19.0" and summary["ws"] == "wsproto"
     assert summary["gate"] == summary["gate"] | {"verdict": "fail", "exit_code": 1}
-    assert _signatures(summary).get("uvicorn_596_wsproto_close_during_handshake", 0) > 0
+    assert signatures(summary).get("uvicorn_596_wsproto_close_during_handshake", 0) > 0
     assert summary["versions"]["gunicorn"] == "20.1.0"
     for name in ("report.md", "report.html", "locust_stats.csv", "locust.html", "server/gunicorn-error.log"):
         assert (report / name).is_file(), name
@@ -78,20 +66,20 @@ def test_soak_0_19_0_wsproto_fails_on_596(tmp_path, release_cache):
 
 def test_soak_0_20_0_wsproto_has_none_of_596(tmp_path, release_cache):
     report = tmp_path / "report"
-    done = _run(
+    done = run_cli(
         ["soak", "--uvicorn", "0.20.0", "--ws", "wsproto", "--duration", "10s", "--users", "30"]
         + [*FAST, "--report-dir", str(report), "--cache-dir", str(release_cache)],
         tmp_path,
     )
     assert done.returncode in (0, 1), done.stderr[-2000:]
     summary = read_summary(report / "summary.json")
-    assert "uvicorn_596_wsproto_close_during_handshake" not in _signatures(summary)
+    assert "uvicorn_596_wsproto_close_during_handshake" not in signatures(summary)
     assert summary["signals"]["landed_with_pending"] >= 1
 
 
 def test_soak_with_nothing_pending_is_inconclusive(tmp_path):
     report = tmp_path / "report"
-    done = _run(
+    done = run_cli(
         ["soak", "--target-python", sys.executable, "--ws", "auto", "--duration", "6s", "--users", "1"]
         + [*FAST, "--hold-seconds", "0", "--keep-open-seconds", "10", "--report-dir", str(report)],
         tmp_path,
@@ -112,7 +100,7 @@ def test_soak_of_your_own_app_with_the_probe_mounted(tmp_path):
         "                return\n"
     )
     report = tmp_path / "report"
-    done = _run(
+    done = run_cli(
         ["soak", "--target-python", sys.executable, "--ws", "wsproto", "--app", "myservice:app", "--duration", "8s"]
         + ["--users", "20", "--release", "myservice-1.2", *FAST, "--report-dir", str(report)],
         tmp_path,
@@ -136,86 +124,11 @@ def test_soak_of_your_own_app_with_the_probe_mounted(tmp_path):
     ],
 )
 def test_soak_bad_input(tmp_path, release_cache, args, code, message):
-    done = _run(["soak", *args, "--report-dir", str(tmp_path / "r"), "--cache-dir", str(release_cache)], tmp_path)
+    done = run_cli(["soak", *args, "--report-dir", str(tmp_path / "r"), "--cache-dir", str(release_cache)], tmp_path)
     assert done.returncode == code, done.stderr
     assert "Traceback" not in done.stderr
     errors = [line for line in done.stderr.splitlines() if line.startswith("handshake-chaos:")]
     assert len(errors) == 1 and message in errors[0], done.stderr
-
-
-def test_matrix_over_two_releases_and_two_modes_agrees_with_its_soaks(tmp_path, release_cache):
-    report = tmp_path / "matrix"
-    done = _run(
-        ["matrix", "--uvicorn", "0.19.0", "0.20.0", "--ws", "wsproto", "websockets-sansio", "--duration", "8s"]
-        + ["--mode", "worker-term", "master-term"]
-        + ["--users", "25", *FAST, "--report-dir", str(report), "--cache-dir", str(release_cache)],
-        tmp_path,
-        timeout=400,
-    )
-    assert done.returncode == 1, done.stdout[-3000:]
-    for name in ("matrix.json", "matrix.md", "matrix.html", "matrix.txt"):
-        assert (report / name).is_file()
-    result = json.loads((report / "matrix.json").read_text())
-    ran = [cell for cell in result["cells"] if cell["status"] == "ran"]
-    skipped = [cell for cell in result["cells"] if cell["status"] == "skipped"]
-    assert [(c["release"], c["ws"], c["mode"]) for c in ran] == [
-        ("0.19.0", "wsproto", "worker-term"),
-        ("0.19.0", "wsproto", "master-term"),
-        ("0.20.0", "wsproto", "worker-term"),
-        ("0.20.0", "wsproto", "master-term"),
-    ]
-    assert len(skipped) == 4 and all("websockets-sansio" in c["reason"] for c in skipped)
-    markdown = (report / "matrix.md").read_text()
-    for cell in ran:
-        suffix = "" if cell["mode"] == "worker-term" else f"-{cell['mode']}"
-        summary = read_summary(report / f"{cell['release']}-{cell['ws']}{suffix}" / "summary.json")
-        assert (cell["verdict"], cell["mode"]) == (summary["gate"]["verdict"], summary["mode"])
-        assert cell["errors"] == {f"{r['side']}:{r['signature']}": r["count"] for r in summary["errors"]}
-        assert cell["stop_reason"] == summary["stop_reason"]
-        for signature, count in _signatures(summary).items():
-            assert f"{signature} {count}" in markdown
-    # --until-verdict is on in a matrix: the failing release's cells stop once their fail has settled.
-    assert all(c["stop_reason"].startswith("verdict settled: fail") for c in ran if c["release"] == "0.19.0")
-    assert "| master-term |" in markdown
-    assert "<table>" in (report / "matrix.html").read_text()
-    assert "0.19.0" in done.stdout and "skipped" in done.stdout
-
-
-def _cell(release: str, ws: str, verdict: str, errors: dict[str, int]) -> MatrixCell:
-    return MatrixCell(uvicorn=release, release=release, ws=ws, status="ran", reason="", verdict=verdict, errors=errors)
-
-
-def test_expected_failures_and_baselines():
-    cells = [_cell("0.19.0", "wsproto", "fail", {"server:a": 3}), _cell("0.20.0", "wsproto", "pass", {})]
-    judge_expectations(cells, expect_fail=("0.19.0:wsproto",), baseline_release=None)
-    assert matrix_exit_code(cells) == 0
-    cells = [_cell("0.19.0", "wsproto", "fail", {"server:a": 3}), _cell("rc", "wsproto", "fail", {"server:a": 1})]
-    judge_expectations(cells, expect_fail=(), baseline_release="0.19.0")
-    assert matrix_exit_code(cells) == 0  # no signature the baseline lacked
-    cells = [_cell("0.19.0", "wsproto", "fail", {"server:a": 3}), _cell("rc", "wsproto", "fail", {"client:b": 1})]
-    judge_expectations(cells, expect_fail=(), baseline_release="0.19.0")
-    assert matrix_exit_code(cells) == 1 and cells[1].new_signatures == ["client:b"]
-
-
-def test_expectations_and_baselines_follow_the_mode():
-    def cell(release: str, mode: str, errors: dict[str, int]) -> MatrixCell:
-        found = _cell(release, "wsproto", "fail" if errors else "pass", errors)
-        found.mode = mode  # type: ignore[assignment]
-        return found
-
-    # The baseline failed under worker-term only: the same signature under master-term is new.
-    cells = [
-        cell("0.19.0", "worker-term", {"server:a": 3}),
-        cell("0.19.0", "master-term", {}),
-        cell("rc", "worker-term", {"server:a": 1}),
-        cell("rc", "master-term", {"server:a": 1}),
-    ]
-    judge_expectations(cells, expect_fail=(), baseline_release="0.19.0")
-    assert [c.new_signatures for c in cells[2:]] == [[], ["server:a"]] and matrix_exit_code(cells) == 1
-    judge_expectations(cells, expect_fail=("rc:wsproto:master-term",), baseline_release="0.19.0")
-    assert matrix_exit_code(cells) == 0
-    judge_expectations(cells, expect_fail=("rc:wsproto:worker-term",), baseline_release=None)
-    assert matrix_exit_code(cells) == 1
 
 
 def test_ctrl_c_stops_the_soak_and_keeps_the_report(tmp_path):
@@ -224,7 +137,7 @@ def test_ctrl_c_stops_the_soak_and_keeps_the_report(tmp_path):
 
     import psutil
 
-    from tests.conftest import assert_gone, wait_until
+    from tests.helpers import assert_gone, wait_until
 
     report = tmp_path / "report"
     soak = subprocess.Popen(
@@ -289,7 +202,7 @@ def test_soak_of_a_framework_app_in_a_release_environment_finds_596(tmp_path, re
     app_dir.mkdir()
     (app_dir / "chatapp.py").write_text(CHAT_APP)
     report = tmp_path / "report"
-    done = _run(
+    done = run_cli(
         ["soak", "--uvicorn", "0.19.0", "--ws", "wsproto", "--with", "starlette", "--app-dir", str(app_dir)]
         + ["--app", "chatapp:app", "--ws-path", "/ws/chat", "--duration", "12s", "--users", "30"]
         + [*FAST, "--report-dir", str(report), "--cache-dir", str(release_cache)],
@@ -297,13 +210,13 @@ def test_soak_of_a_framework_app_in_a_release_environment_finds_596(tmp_path, re
     )
     assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
     summary = read_summary(report / "summary.json")
-    assert _signatures(summary).get("uvicorn_596_wsproto_close_during_handshake", 0) > 0
+    assert signatures(summary).get("uvicorn_596_wsproto_close_during_handshake", 0) > 0
     assert summary["options"]["ws_path"] == "/ws/chat" and summary["options"]["app"] == "chatapp:app"
     assert summary["outcomes"].get("accepted", 0) > 0  # the app's own route served the users
 
 
 def test_with_requirements_that_cannot_be_resolved_are_one_line_and_exit_4(tmp_path, release_cache):
-    done = _run(
+    done = run_cli(
         ["soak", "--uvicorn", "0.19.0", "--with", "handshake-chaos-no-such-package-here", "--duration", "5s"]
         + ["--report-dir", str(tmp_path / "r"), "--cache-dir", str(release_cache)],
         tmp_path,
@@ -318,14 +231,14 @@ def test_with_requirements_that_cannot_be_resolved_are_one_line_and_exit_4(tmp_p
 def test_0_19_0_wsproto_fails_on_596_through_the_master(tmp_path, release_cache, mode):
     """The report behind #596: "it happens every time we send TERM to gunicorn master process"."""
     report = tmp_path / "report"
-    done = _run(
+    done = run_cli(
         ["soak", "--uvicorn", "0.19.0", "--ws", "wsproto", "--mode", mode, "--duration", "20s", "--users", "30"]
         + [*FAST, "--until-verdict", "--report-dir", str(report), "--cache-dir", str(release_cache)],
         tmp_path,
     )
     assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
     summary = read_summary(report / "summary.json")
-    assert summary["mode"] == mode and _signatures(summary).get("uvicorn_596_wsproto_close_during_handshake", 0) > 0
+    assert summary["mode"] == mode and signatures(summary).get("uvicorn_596_wsproto_close_during_handshake", 0) > 0
     _assert_one_channel(report, summary, done.stderr, {"master-hup": "HUP", "master-ttou": "TTOU"}.get(mode, "TERM"))
     records = summary["signals"]["records"]
     assert records and all(r["role"] == "master" and r["mode"] == mode for r in records)
@@ -349,7 +262,7 @@ def test_0_19_0_wsproto_fails_on_596_through_the_master(tmp_path, release_cache,
 def test_the_locked_uvicorn_with_wsproto_passes_through_the_master(tmp_path, mode):
     """This interpreter's uvicorn (the release uv.lock pins) has #1737's guard."""
     report = tmp_path / "report"
-    done = _run(
+    done = run_cli(
         ["soak", "--ws", "wsproto", "--mode", mode, "--duration", "40s", "--users", "30", *FAST]
         + ["--until-verdict", "--evidence-signals", "3", "--evidence-pending", "5", "--report-dir", str(report)],
         tmp_path,
@@ -381,7 +294,7 @@ def test_a_fix_undone_in_a_source_tree_is_reported_as_a_regression(tmp_path, rel
 
     tree = patched_tree(tmp_path / "src", version)
     report = tmp_path / "report"
-    done = _run(
+    done = run_cli(
         ["soak", "--uvicorn", str(tree), "--as-of", SOURCE_TREE_AS_OF, "--ws", "wsproto", "--server", server]
         + ["--duration", "30s", "--users", "30"]
         + [*FAST, "--until-verdict", "--report-dir", str(report), "--cache-dir", str(release_cache)],
@@ -401,7 +314,7 @@ def test_a_fix_undone_in_a_source_tree_is_reported_as_a_regression(tmp_path, rel
 @pytest.mark.parametrize(("server", "mode"), [("uvicorn-workers", "master-hup"), ("gunicorn-asgi", "worker-term")])
 def test_the_locked_release_under_the_other_server_families_passes(tmp_path, server, mode):
     report = tmp_path / "report"
-    done = _run(
+    done = run_cli(
         ["soak", "--server", server, "--mode", mode, "--duration", "40s", "--users", "40", *FAST]
         + ["--until-verdict", "--evidence-signals", "3", "--evidence-pending", "5", "--report-dir", str(report)],
         tmp_path,
@@ -420,7 +333,7 @@ def test_a_deployment_logging_json_through_its_own_log_config(tmp_path, release_
     config = tmp_path / "log-config.json"
     config.write_text(template.replace("ERROR_LOG", str(error_log)))
     report = tmp_path / "report"
-    done = _run(
+    done = run_cli(
         ["soak", "--uvicorn", "0.29.0", "--ws", "wsproto", "--with", "python-json-logger", "--duration", "30s"]
         + ["--log-config-json", str(config), "--server-log", str(error_log), "--log-format", "json"]
         + ["--users", "30", *FAST, "--until-verdict", "--report-dir", str(report), "--cache-dir", str(release_cache)],
@@ -428,5 +341,5 @@ def test_a_deployment_logging_json_through_its_own_log_config(tmp_path, release_
     )
     assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
     summary = read_summary(report / "summary.json")
-    assert _signatures(summary).get("uvicorn_accept_after_shutdown_rejection", 0) > 0
+    assert signatures(summary).get("uvicorn_accept_after_shutdown_rejection", 0) > 0
     assert error_log.read_text().startswith("{") and summary["unattributed_server_errors"] == 0

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from uv import find_uv_bin
 
-from tests.conftest import ROOT, read_summary
+from tests.helpers import ROOT, read_summary
 
 _596 = "uvicorn_596_wsproto_close_during_handshake"
 

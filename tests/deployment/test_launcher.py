@@ -6,8 +6,9 @@ from websockets.sync.client import connect
 
 from chaos.deployment.launcher import Deployment, DeploymentConfig
 from chaos.errors import DeploymentError, UsageError
-from chaos.load.client import ACCEPTED, hold_handshake
-from tests.conftest import assert_gone, installed_ws_implementations, port_is_free, wait_until
+from chaos.load.client import hold_handshake
+from chaos.results import ACCEPTED
+from tests.helpers import assert_gone, installed_ws_implementations, port_is_free, wait_until
 
 
 @pytest.mark.parametrize("ws", installed_ws_implementations())

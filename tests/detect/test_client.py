@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 from chaos.detect.client import ClientDelta, ClientRecorder, client_signature
 from chaos.detect.server import DetectedError
 from chaos.detect.totals import RunTotals
@@ -56,7 +58,7 @@ def test_totals_order_server_first_then_by_count_and_keep_the_first_example():
     totals.add_server(DetectedError("server", "a_sig", "first", "https://x/1"))
     totals.add_server(DetectedError("server", "a_sig", "second", "https://x/1"))
     totals.add_server(DetectedError("server", "b_sig", "only", None))
-    totals.add_client(ClientDelta(errors={"handshake_dropped": 5}, examples={"handshake_dropped": "dropped"}))
+    totals.add_client(ClientDelta(errors=Counter({"handshake_dropped": 5}), examples={"handshake_dropped": "dropped"}))
     rows = totals.error_rows()
     assert [(r.side, r.signature, r.count) for r in rows] == [
         ("server", "a_sig", 2),

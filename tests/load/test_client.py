@@ -9,17 +9,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from chaos.load.client import (
-    ACCEPTED,
-    BAD_RESPONSE,
-    DROPPED,
-    REFUSED,
-    RESET,
-    TIMEOUT,
-    TRUNCATED,
-    hold_handshake,
-)
+from chaos.load.client import hold_handshake
 from chaos.load.ledger import HandshakeLedger
+from chaos.results import ACCEPTED, BAD_RESPONSE, DROPPED, REFUSED, RESET, TIMEOUT, TRUNCATED
 
 
 @pytest.fixture
@@ -107,12 +99,14 @@ def test_accept_then_server_close_reports_the_code(start_deployment):
 
 def test_accept_and_close_in_one_read_is_closed_not_broken(raw_server):
     """A server that accepts and closes at once (shutdown right after accept): one read holds both."""
+    from websockets.http11 import Request
     from websockets.server import ServerProtocol
 
     def accept_then_close(connection: socket.socket) -> None:
         server = ServerProtocol()
         server.receive_data(_REQUEST[0])
         request = server.events_received()[0]
+        assert isinstance(request, Request)
         server.send_response(server.accept(request))
         server.send_close(1012)
         connection.sendall(b"".join(server.data_to_send()))

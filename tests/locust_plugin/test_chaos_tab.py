@@ -8,14 +8,20 @@ import sys
 import urllib.parse
 import urllib.request
 
-from tests.browser import Browser
-from tests.conftest import ROOT, assert_gone, free_port, metric_sum, read_summary, scrape, wait_until
-from tests.locust_plugin.test_web_ui import _template_args
+from tests.browser import Browser, Page
+from tests.helpers import (
+    LOCUSTFILE,
+    assert_gone,
+    free_port,
+    metric_sum,
+    page_template_args,
+    read_summary,
+    scrape,
+    wait_until,
+)
 
-LOCUSTFILE = str(ROOT / "locustfiles" / "handshake.py")
 
-
-def _rows(page, tab: str) -> list[str]:
+def _rows(page: Page, tab: str) -> list[str]:
     return page.evaluate("Array.from(document.querySelectorAll('tbody tr')).map(row => row.innerText)") or []
 
 
@@ -33,7 +39,7 @@ def test_the_chaos_tabs_show_signals_errors_and_the_gate_live(tmp_path):
         wait_until(
             lambda: metric_sum(metrics, "handshake_chaos_handshakes_total") >= 0, 60, "the deployment and /metrics"
         )
-        host = _template_args(scrape(f"{base}/"))["host"]  # the embedded deployment, as the form shows it
+        host = page_template_args(scrape(f"{base}/"))["host"]  # the embedded deployment, as the form shows it
         form = urllib.parse.urlencode({"user_count": "30", "spawn_rate": "30", "host": host}).encode()
         with urllib.request.urlopen(urllib.request.Request(f"{base}/swarm", data=form), timeout=10):
             pass

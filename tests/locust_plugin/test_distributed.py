@@ -5,16 +5,16 @@ from __future__ import annotations
 import csv
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, assert_gone, free_port, read_summary
+from tests.helpers import LOCUSTFILE, assert_gone, free_port, read_summary
 
-LOCUSTFILE = str(ROOT / "locustfiles" / "handshake.py")
 CHAOS = ["--hold-seconds", "1", "--keep-open-seconds", "0.5", "--term-interval", "1", "--term-jitter", "0.5"]
 
 
-def _aggregated_requests(stats_csv) -> int:
+def _aggregated_requests(stats_csv: Path) -> int:
     with open(stats_csv) as handle:
         rows = {row["Name"]: row for row in csv.DictReader(handle)}
     return int(rows["Aggregated"]["Request Count"])

@@ -13,9 +13,8 @@ import psutil
 
 from chaos.report.events import read_events
 from chaos.results import RunFinished, RunStarted, SignalSent
-from tests.conftest import ROOT, assert_gone, port_is_free, read_summary, wait_until
+from tests.helpers import LOCUST, LOCUSTFILE, assert_gone, page_template_args, port_is_free, read_summary, wait_until
 
-LOCUST = [sys.executable, "-m", "locust", "-f", str(ROOT / "locustfiles" / "handshake.py"), "--headless"]
 FAST_CHAOS = ["--metrics-port", "0", "--hold-seconds", "1", "--keep-open-seconds", "0.5"]
 FAST_CHAOS += ["--term-interval", "1", "--term-jitter", "0.5"]
 
@@ -107,10 +106,10 @@ def test_unknown_ws_implementation_exits_2_without_starting_anything(tmp_path):
 
 
 def test_options_show_in_the_web_ui_and_quitting_stops_everything(tmp_path):
-    from tests.conftest import free_port, scrape
+    from tests.helpers import free_port, scrape
 
     web_port = free_port()
-    command = [sys.executable, "-m", "locust", "-f", str(ROOT / "locustfiles" / "handshake.py")]
+    command = [sys.executable, "-m", "locust", "-f", LOCUSTFILE]
     command += ["--web-host", "127.0.0.1", "--web-port", str(web_port), "--metrics-port", "0"]
     locust = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     pages: list[str] = []
@@ -133,9 +132,7 @@ def test_options_show_in_the_web_ui_and_quitting_stops_everything(tmp_path):
         assert option in pages[-1], option
     # Options that shape the deployment only take effect at process start: not offered in the form
     # (tests/locust_plugin/test_web_ui.py checks the form field by field).
-    from tests.locust_plugin.test_web_ui import _template_args
-
-    form = _template_args(pages[-1])["extra_options"]
+    form = page_template_args(pages[-1])["extra_options"]
     for option in ("target_pidfile", "metrics_port"):
         assert option not in form, option
     assert "Traceback" not in stderr

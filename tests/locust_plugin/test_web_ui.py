@@ -3,26 +3,26 @@
 from __future__ import annotations
 
 import json
-import re
 import signal
 import subprocess
 import sys
 import urllib.parse
 import urllib.request
+from typing import Any
 
-from tests.conftest import ROOT, assert_gone, free_port, metric_sum, read_summary, scrape, wait_until
+from tests.helpers import (
+    LOCUSTFILE,
+    assert_gone,
+    free_port,
+    metric_sum,
+    page_template_args,
+    read_summary,
+    scrape,
+    wait_until,
+)
 
-LOCUSTFILE = str(ROOT / "locustfiles" / "handshake.py")
 
-
-def _template_args(page: str) -> dict:
-    """What the page's React app builds the start form from."""
-    match = re.search(r"window\.templateArgs = (\{.*?\})\s*</script>", page, re.DOTALL)
-    assert match, "no templateArgs in the page"
-    return json.loads(match.group(1))
-
-
-def _form_fields(template_args: dict) -> dict[str, str]:
+def _form_fields(template_args: dict[str, Any]) -> dict[str, str]:
     """Every option field as the form posts it: text as typed, checkboxes as true/false, blanks as ""."""
     fields = {}
     for name, field in template_args["extra_options"].items():
@@ -33,10 +33,11 @@ def _form_fields(template_args: dict) -> dict[str, str]:
     return fields
 
 
-def _post(url: str, fields: dict[str, str]) -> dict:
+def _post(url: str, fields: dict[str, str]) -> dict[str, Any]:
     data = urllib.parse.urlencode(fields).encode()
     with urllib.request.urlopen(urllib.request.Request(url, data=data, method="POST"), timeout=10) as response:
-        return json.loads(response.read().decode())
+        answer: dict[str, Any] = json.loads(response.read().decode())
+    return answer
 
 
 def test_start_form_edits_take_effect_and_bad_values_are_one_clear_line(tmp_path):
@@ -60,7 +61,7 @@ def test_start_form_edits_take_effect_and_bad_values_are_one_clear_line(tmp_path
 
     try:
         wait_until(page_served, 60, "the web UI")
-        template_args = _template_args(pages[-1])
+        template_args = page_template_args(pages[-1])
         fields = _form_fields(template_args)
         # Process-start options are not offered: editing them could not take effect.
         assert {"term_interval", "max_signals", "hold_seconds", "hold_jitter", "dry_run"} <= set(fields)

@@ -10,12 +10,13 @@ import subprocess
 import sys
 import time
 import urllib.parse
+from typing import Any
 
 import pytest
 
 from chaos.deployment.environments import ReleaseSpec, build_environment
 from chaos.report.dashboard import dashboard, render
-from tests.conftest import ROOT, assert_gone, free_port, read_summary, scrape, wait_until
+from tests.helpers import ROOT, assert_gone, free_port, read_summary, scrape, wait_until
 
 DASHBOARDS = ROOT / "dashboards"
 PROMETHEUS = shutil.which("prometheus")
@@ -24,7 +25,7 @@ PROMTOOL = shutil.which("promtool")
 _STEP_SECONDS = 2
 
 
-def _queries(board: dict) -> list[tuple[str, str, bool]]:
+def _queries(board: dict[str, Any]) -> list[tuple[str, str, bool]]:
     """(where, PromQL, instant) of every panel target and every Prometheus annotation."""
     found = [
         (f"panel {p['id']} {p['title']} [{t['refId']}]", t["expr"], bool(t.get("instant")))
@@ -43,7 +44,7 @@ def _queries(board: dict) -> list[tuple[str, str, bool]]:
     return found
 
 
-def _data_panels(board: dict) -> list[dict]:
+def _data_panels(board: dict[str, Any]) -> list[dict[str, Any]]:
     return [panel for panel in board["panels"] if panel["type"] != "row"]
 
 
@@ -95,7 +96,7 @@ def test_promtool_accepts_config_and_rules():
         assert "SUCCESS" in done.stdout + done.stderr
 
 
-def _query(prometheus_url: str, expr: str, over: tuple[float, float] | None = None) -> list[dict]:
+def _query(prometheus_url: str, expr: str, over: tuple[float, float] | None = None) -> list[dict[str, Any]]:
     """An instant query, or with ``over=(start, end)`` a range query the way Grafana runs a panel."""
     if over is None:
         url = f"{prometheus_url}/api/v1/query?" + urllib.parse.urlencode({"query": expr})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -17,10 +18,11 @@ from chaos.results import (
     SignalSent,
     VerdictSettled,
 )
-from tests.report.test_files import _596, _summary
+from tests.helpers import SIGNATURE_596 as _596
+from tests.helpers import run_summary as _summary
 
 
-def _events() -> list:
+def _events() -> list[Any]:
     row = ErrorRow("server", _596, 3, "LocalProtocolError: Event | CloseConnection", "uvicorn #596", "0.20.0")
     return [
         RunStarted("0.19.0", "wsproto", "master-hup", "gunicorn-uvicorn", "http://127.0.0.1:1/metrics", None, 1.5),

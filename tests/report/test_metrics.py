@@ -5,14 +5,15 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 
 from chaos.report.metrics import METRICS, ChaosCollector, MetricsSnapshot
 from chaos.results import ErrorRow, bounded_outcome
-from tests.conftest import ROOT, free_port, scrape, wait_until
-from tests.helpers import signal_record
+from tests.helpers import ROOT, free_port, scrape, signal_record, wait_until
 
 SPEC_METRICS = {
     "handshake_chaos_shutdown_errors": {"release", "ws", "mode", "side", "signature"},
@@ -22,15 +23,17 @@ SPEC_METRICS = {
 }
 
 
-def _families(text: str) -> dict[str, list]:
+def _families(text: str) -> dict[str, list[Sample]]:
     return {family.name: family.samples for family in text_string_to_metric_families(text)}
 
 
-def _value(samples, name: str, **labels: str) -> float:
-    return sum(s.value for s in samples if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
+def _value(samples: list[Sample], name: str, **labels: str) -> float:
+    return float(
+        sum(s.value for s in samples if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
+    )
 
 
-def _snapshot(**changes) -> MetricsSnapshot:
+def _snapshot(**changes: Any) -> MetricsSnapshot:
     fields = {
         "release": "0.20.0",
         "ws": "wsproto",

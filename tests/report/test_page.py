@@ -7,14 +7,13 @@ import dataclasses
 from chaos.report.page import soak_page
 from chaos.results import TimelinePoint
 from tests.browser import Browser
-from tests.helpers import signal_record
-from tests.report.test_files import _summary
+from tests.helpers import run_summary, signal_record
 
 _596 = "server:uvicorn_596_wsproto_close_during_handshake"
 
 
 def _timed_summary():
-    summary = _summary()
+    summary = run_summary()
     started = 1_800_000_000.0
     records = [
         signal_record(

@@ -10,11 +10,12 @@ import pytest
 
 from chaos.deployment.processes import ServerMaster, worker_peers
 from chaos.errors import UsageError
-from chaos.load.client import ACCEPTED, hold_handshake
+from chaos.load.client import hold_handshake
 from chaos.load.ledger import HandshakeLedger
+from chaos.results import ACCEPTED
 from chaos.run.controller import ControllerConfig, RollingSignalController
 from chaos.run.options import ChaosOptions
-from tests.conftest import wait_until
+from tests.helpers import wait_until
 
 
 def test_rolls_every_worker_and_keeps_the_master(start_deployment):

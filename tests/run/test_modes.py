@@ -8,11 +8,12 @@ from collections import Counter
 import psutil
 import pytest
 
+from chaos.deployment.processes import ServerMaster
 from chaos.errors import UsageError
 from chaos.load.client import hold_handshake
-from chaos.results import ACCEPTED, REFUSED
+from chaos.results import ACCEPTED, REFUSED, Address, SignalRecord
 from chaos.run.controller import MODE_SPECS, ControllerConfig, RollingSignalController
-from tests.conftest import wait_until
+from tests.helpers import wait_until
 
 
 def _alive(pids: list[int]) -> list[int]:
@@ -110,7 +111,7 @@ def test_rollout_surges_a_new_master_then_terms_the_oldest(start_deployment):
     original = _everything_under(masters)
     seen_during: list[int] = []
 
-    def on_signal(record, peers_by_worker):  # type: ignore[no-untyped-def]
+    def on_signal(record: SignalRecord, peers_by_worker: dict[int, frozenset[Address]]) -> int:
         # At the signal the surge master is already serving: three masters for a moment.
         seen_during.append(len(target.masters()))
         return 0
@@ -141,10 +142,10 @@ def test_a_master_that_is_gone_is_never_signalled(start_deployment):
     target.masters()  # reaped: its pid may now be reused
 
     class Stale:
-        def masters(self):  # type: ignore[no-untyped-def]
+        def masters(self) -> list[ServerMaster]:
             return [old]
 
-        def start_master(self):  # type: ignore[no-untyped-def]
+        def start_master(self) -> ServerMaster:
             raise AssertionError("nothing is restarted for a master that was never signalled")
 
         def restore(self) -> None:
