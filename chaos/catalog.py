@@ -18,7 +18,17 @@ from dataclasses import dataclass, field
 
 from packaging.version import InvalidVersion, Version
 
-from chaos.results import BAD_RESPONSE, DROPPED, RESET, TIMEOUT, TRUNCATED, Side
+from chaos.results import (
+    BAD_RESPONSE,
+    DENIAL_TRUNCATED,
+    DROPPED,
+    FRAME_TRUNCATED,
+    LOST_AFTER_ACCEPT,
+    RESET,
+    TIMEOUT,
+    TRUNCATED,
+    Side,
+)
 
 
 @dataclass(frozen=True)
@@ -33,9 +43,26 @@ class KnownFailure:
     noise: bool = False  # recognised, and not a handshake-time shutdown error
     # Judged whatever the record's level (a server that logs this failure as a warning).
     any_level: bool = False
+    # The handshake states (scenarios) its code path is reached in; empty: any, or unknown.
+    scenarios: tuple[str, ...] = ()
+    # ws implementation -> the first uvicorn release with it (absent: every release before the fix).
+    introduced_in: Mapping[str, str] = field(default_factory=dict)
 
     def fixed_for(self, ws: str) -> str | None:
         return self.fixed_in.get(ws)
+
+    def open_in(self, ws: str, uvicorn: str) -> bool:
+        """The release's own code has this path for ``ws``: introduced by then, not yet fixed."""
+        try:
+            version = Version(uvicorn)
+            if ws in self.introduced_in and version < Version(self.introduced_in[ws]):
+                return False
+            fixed = self.fixed_in.get(ws, "absent")
+            if fixed == "absent":
+                return False
+            return fixed is None or version < Version(fixed)
+        except InvalidVersion:
+            return False
 
 
 def _entry(
@@ -47,19 +74,57 @@ def _entry(
     fixed_in: Mapping[str, str | None] | None = None,
     noise: bool = False,
     any_level: bool = False,
+    scenarios: tuple[str, ...] = (),
+    introduced_in: Mapping[str, str] | None = None,
 ) -> KnownFailure:
     return KnownFailure(
-        signature, re.compile(pattern), summary, reference, component, dict(fixed_in or {}), noise, any_level
+        signature,
+        re.compile(pattern),
+        summary,
+        reference,
+        component,
+        dict(fixed_in or {}),
+        noise,
+        any_level,
+        scenarios,
+        dict(introduced_in or {}),
     )
+
+
+# wsproto's words when a close frame is sent to a connection still in its handshake: two code paths
+# of uvicorn's say it, fixed years apart (a pending handshake: #596; a denial response under way: 0.55.0).
+_CLOSE_DURING_HANDSHAKE = (
+    r"LocalProtocolError: Event CloseConnection\(code=1012, reason=None\) cannot be sent during the handshake"
+)
 
 
 CATALOG: tuple[KnownFailure, ...] = (
     _entry(
         "uvicorn_596_wsproto_close_during_handshake",
-        r"LocalProtocolError: Event CloseConnection\(code=1012, reason=None\) cannot be sent during the handshake",
-        "wsproto: shutdown sends a close frame to a connection still in its handshake; the worker crashes",
+        _CLOSE_DURING_HANDSHAKE,
+        "wsproto: shutdown sends a close frame to a handshake still pending (nothing answered yet); the worker crashes",
         "https://github.com/encode/uvicorn/issues/596 (fixed by PR #1737)",
         fixed_in={"wsproto": "0.20.0"},
+        scenarios=("hold-accept", "before-receive", "deny-close"),
+    ),
+    _entry(
+        "uvicorn_wsproto_close_during_denial_response",
+        _CLOSE_DURING_HANDSHAKE,
+        "wsproto: shutdown sends a close frame while the app streams a denial response (the ASGI "
+        "websocket.http.response extension, from 0.25.0): #596's text on another path; the worker crashes",
+        "https://github.com/encode/uvicorn/releases/tag/0.55.0 (0.55.0 closes the transport instead; "
+        "test_shutdown_during_denial_response)",
+        fixed_in={"wsproto": "0.55.0"},
+        scenarios=("deny-stream",),
+        introduced_in={"wsproto": "0.25.0"},
+    ),
+    _entry(
+        "wsproto_close_during_handshake",
+        _CLOSE_DURING_HANDSHAKE,
+        "wsproto: a close frame sent during the handshake, on a path the run cannot name: the text of #596 "
+        "(a pending handshake, fixed in 0.20.0) and of the denial-response crash (fixed in 0.55.0), from a "
+        "release or a state where neither is known to be open",
+        "https://github.com/encode/uvicorn/issues/596 and https://github.com/encode/uvicorn/releases/tag/0.55.0",
     ),
     _entry(
         "uvicorn_811_wsproto_response_during_handshake",
@@ -206,6 +271,25 @@ GENERIC_SIGNATURES: tuple[GenericSignature, ...] = (
     GenericSignature(CLIENT_PREFIX + TIMEOUT, "client", "no answer within `--handshake-timeout` (beyond the hold)"),
     GenericSignature(CLIENT_PREFIX + "os_error", "client", "any other socket error before an answer", precreated=False),
     GenericSignature(
+        CLIENT_PREFIX + DENIAL_TRUNCATED,
+        "client",
+        "deny-stream: the denial response's status and headers came, its body was cut; an error with "
+        "`--incomplete-is-error`",
+        precreated=False,
+    ),
+    GenericSignature(
+        CLIENT_PREFIX + FRAME_TRUNCATED,
+        "client",
+        "accept-send: accepted, and the app's first frame was cut; an error with `--incomplete-is-error`",
+        precreated=False,
+    ),
+    GenericSignature(
+        CLIENT_PREFIX + LOST_AFTER_ACCEPT,
+        "client",
+        "accepted, then the connection went without a close frame; an error with `--incomplete-is-error`",
+        precreated=False,
+    ),
+    GenericSignature(
         CLIENT_PREFIX + "http_<status>",
         "client",
         "a well-formed HTTP rejection (e.g. `http_500`), counted as an error only with `--http-rejection-is-error`",
@@ -217,6 +301,10 @@ CLIENT_SIGNATURES = tuple(g.signature for g in GENERIC_SIGNATURES if g.side == "
 
 _BY_SIGNATURE = {entry.signature: entry for entry in CATALOG}
 ERROR_ENTRIES = tuple(entry for entry in CATALOG if not entry.noise)
+
+
+def known(signature: str) -> KnownFailure | None:
+    return _BY_SIGNATURE.get(signature)
 
 
 def reference(signature: str) -> str | None:
@@ -237,6 +325,28 @@ def match(text: str) -> tuple[KnownFailure, str] | None:
             line = found.group(0).splitlines()[-1]
             return known, line
     return None
+
+
+def name_the_path(
+    known: KnownFailure, scenario: str | None, ws: str, uvicorn: str | None, from_index: bool
+) -> KnownFailure:
+    """Which of the entries sharing ``known``'s text a record is, never claiming more than is known.
+
+    The scenario it was found in names it when exactly one entry's path is reached there. Else a
+    release from the package index (whose code is known) names it when exactly one entry's path is
+    open in that release for ``ws``. Else it is the group's entry that names no path."""
+    group = [entry for entry in CATALOG if entry.pattern.pattern == known.pattern.pattern and not entry.noise]
+    if len(group) == 1:
+        return known
+    if scenario is not None:
+        reached = [entry for entry in group if scenario in entry.scenarios]
+        if len(reached) == 1:
+            return reached[0]
+    if from_index and uvicorn:
+        open_paths = [entry for entry in group if entry.scenarios and entry.open_in(ws, uvicorn)]
+        if len(open_paths) == 1:
+            return open_paths[0]
+    return next(entry for entry in group if not entry.scenarios)
 
 
 def regression_of(signature: str, ws: str, uvicorn: str | None) -> str | None:

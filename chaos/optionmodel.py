@@ -91,6 +91,8 @@ class Declared:
         """A value as it is typed on a command line (and shown in the web UI)."""
         if value is None:
             return ""
+        if isinstance(value, list | tuple):
+            return ",".join(self.text(one) for one in value)  # NAME,NAME: one field, one env var
         if self.meta.duration:
             return f"{value:g}s"
         if isinstance(value, float):
@@ -102,8 +104,10 @@ class Declared:
         if raw is None or (isinstance(raw, str) and not raw.strip()):
             return None if self.optional else self.default_for(entry)
         if self.many:
-            items = raw if isinstance(raw, list | tuple) else str(raw).replace(",", " ").split()
-            return [self._one(item) for item in items]
+            # NAME,NAME or NAME NAME, from one flag, several, an env var or a form field alike.
+            pieces = raw if isinstance(raw, list | tuple) else [raw]
+            items = [item for piece in pieces for item in str(piece).replace(",", " ").split()]
+            return [self._one(item) for item in items] if items else list(self.default_for(entry))
         return self._one(raw)
 
     def _one(self, raw: Any) -> Any:
@@ -223,7 +227,7 @@ def changed_args(options: object, entry: str = "locust") -> list[str]:
             for one in value:
                 args += [item.meta.flag, item.text(one)]
         elif item.many:
-            args += [item.meta.flag, *(item.text(v) for v in value)]
+            args += [item.meta.flag, item.text(value)]  # NAME,NAME: one value, whichever parser reads it
         else:
             args += [item.meta.flag, item.text(value)]
     return args
@@ -277,6 +281,8 @@ def add_to_locust(parser: Any, cls: type) -> None:
         kwargs: dict[str, Any] = {"dest": item.name, "env_var": item.env_var, "help": _help(item, "locust")}
         if item.base is bool:
             kwargs.update(action="store_true", default=default)
+        elif item.many:
+            kwargs["default"] = item.text(default)  # a text field: NAME,NAME (no select for a list)
         else:
             kwargs["default"] = item.text(default)
             if item.meta.choices is not None and item.meta.scope == "test":

@@ -31,6 +31,21 @@ ExitKind = Literal["clean", "signalled", "nonzero", "crash", "timeout", "killed"
 WsImplementation = Literal["wsproto", "websockets", "websockets-sansio"]
 WS_IMPLEMENTATIONS: tuple[WsImplementation, ...] = get_args(WsImplementation)
 WS_CHOICES: tuple[str, ...] = ("auto", *WS_IMPLEMENTATIONS)
+# Which state of the websocket handshake a signal finds (chaos.scenarios has what each one does).
+Scenario = Literal[
+    "hold-accept",
+    "before-receive",
+    "deny-close",
+    "deny-stream",
+    "accept-send",
+    "slow-request",
+    "tls-handshake",
+    "app",
+]
+SCENARIOS: tuple[Scenario, ...] = get_args(Scenario)
+# The scenario label of a server-side error the log cannot tie to one scenario: the worker it came
+# from held handshakes of several when the signal landed (said so, never guessed).
+MIXED = "mixed"
 # The server under test: gunicorn with uvicorn's worker, uvicorn's own supervisor, gunicorn's own ASGI worker.
 ServerFamily = Literal["gunicorn-uvicorn", "uvicorn-workers", "gunicorn-asgi"]
 
@@ -79,6 +94,8 @@ RESET = "reset"
 REFUSED = "refused"
 TIMEOUT = "timeout"
 LOST_AFTER_ACCEPT = "lost_after_accept"  # accepted, then the connection went with no close frame
+DENIAL_TRUNCATED = "denial_truncated"  # a denial response's status and headers came, its body was cut
+FRAME_TRUNCATED = "frame_truncated"  # accepted, and the app's first frame was cut
 TLS_UNTRUSTED = "tls_untrusted"  # wss://: the server's certificate failed verification (see --ca-file)
 TLS_FAILED = "tls_failed"  # wss://: the TLS handshake failed otherwise
 # Outcomes where the wire carried no valid HTTP answer to the handshake.
@@ -110,6 +127,11 @@ def closed_outcome(code: int | None) -> str:
 
 def os_error_outcome(name: str) -> str:
     return f"os_error_{name.lower()}"
+
+
+def bounded_scenario(scenario: str) -> str:
+    """The scenario as a metric label: one of the fixed set (or "mixed"), whatever a worker reported."""
+    return scenario if scenario in SCENARIOS or scenario == MIXED else "other"
 
 
 def bounded_outcome(outcome: str) -> str:
@@ -235,6 +257,8 @@ class ErrorRow(JsonRecord):
     # Set when the failure is a catalogued one that this release's version had already fixed for
     # this ws implementation: the release that fixed it (the failure is a regression).
     regression_fixed_in: str | None = None
+    # The handshake state it was found in (a scenario), or "mixed" when it cannot be told.
+    scenario: str = "hold-accept"
 
     def regression_line(self) -> str | None:
         """What a maintainer needs to read: "regression of <reference>, fixed in <version>"."""
@@ -250,6 +274,8 @@ class Reach(JsonRecord):
     pid: int
     pending: int | None = None  # None: counted elsewhere (Locust workers answer as a sum)
     exit_kind: ExitKind | None = None
+    # What the pending handshakes were doing, by scenario (empty while the answers are elsewhere).
+    pending_by_scenario: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(kw_only=True)
@@ -274,6 +300,8 @@ class SignalRecord(JsonRecord):
     mode: Mode = "worker-term"
     reach: list[Reach] = field(default_factory=list)  # every worker the signal reached
     master_pid: int | None = None  # the master it went to, or whose worker it was
+    # The pending handshakes it caught by scenario (the state each was in): sums to ``pending``.
+    pending_by_scenario: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -291,6 +319,8 @@ class SignalsSummary(JsonRecord):
     landed_with_pending: int = 0
     pending_at_term: list[int] = field(default_factory=list)
     records: list[SignalRecord] = field(default_factory=list)
+    # Per scenario: how many signals caught at least one of its handshakes pending.
+    landed_by_scenario: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def of(cls, records: list[SignalRecord]) -> SignalsSummary:
@@ -301,7 +331,18 @@ class SignalsSummary(JsonRecord):
             landed_with_pending=sum(1 for record in sent if record.pending > 0),
             pending_at_term=[record.pending for record in records],
             records=list(records),
+            landed_by_scenario=landed_by_scenario(sent),
         )
+
+
+def landed_by_scenario(records: list[SignalRecord]) -> dict[str, int]:
+    """Per scenario, the signals that caught at least one of its handshakes pending."""
+    landed: dict[str, int] = {}
+    for record in records:
+        for scenario, pending in record.pending_by_scenario.items():
+            if pending > 0:
+                landed[scenario] = landed.get(scenario, 0) + 1
+    return dict(sorted(landed.items()))
 
 
 @dataclass
@@ -362,6 +403,11 @@ class RunSummary(JsonRecord):
     stop_reason: str | None = None  # why the run ended when it did (its time, a signal, a settled verdict)
     master_events: dict[str, int] = field(default_factory=dict)  # the masters' own log lines, by event
     noise: dict[str, int] = field(default_factory=dict)  # recognised lines that are not shutdown errors
+    # The handshake states exercised (--scenario, or every one that applies), those that could not
+    # be (name -> why), and every outcome by scenario (``outcomes`` is their sum).
+    scenarios: list[str] = field(default_factory=list)
+    skipped_scenarios: dict[str, str] = field(default_factory=dict)
+    outcomes_by_scenario: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def error_counts(self) -> dict[str, int]:
         """``side:signature`` -> count, the key a matrix compares cells by."""

@@ -117,7 +117,7 @@ def run_controller(values: dict[str, Any]) -> int:
     listening = master.listen_address()
     host = f"ws://{listening[0]}:{listening[1]}" if listening else "ws://127.0.0.1:0"
     options.check_workers(len(master.workers()))
-    session = ChaosSession(options, host, exposure=LocalExposure(ClientRecorder(options.http_rejection_is_error)))
+    session = ChaosSession(options, host, exposure=LocalExposure(ClientRecorder(options.wire_judgement())))
     stop = StopFlag(settings.duration).install()
     session.start()
     try:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass
 
 from chaos.results import Address
@@ -27,6 +27,7 @@ class Flight:
     """One handshake between request and response."""
 
     started: float
+    scenario: str = "hold-accept"
     exposed_by: int | None = None
     ended: float | None = None
     payload: object | None = None
@@ -40,8 +41,8 @@ class HandshakeLedger:
         self._recent: deque[tuple[Address, Flight]] = deque()
         self._lock = threading.Lock()
 
-    def begin(self, address: Address) -> Flight:
-        flight = Flight(started=time.time())
+    def begin(self, address: Address, scenario: str = "hold-accept") -> Flight:
+        flight = Flight(started=time.time(), scenario=scenario)
         with self._lock:
             self._in_flight[address] = flight
         return flight
@@ -61,28 +62,29 @@ class HandshakeLedger:
 
     def mark(
         self, signal_id: int, peers: frozenset[Address], snapshot_time: float, commit: bool = True
-    ) -> tuple[int, list[Flight]]:
+    ) -> tuple[Counter[str], list[Flight]]:
         """Attributes to ``signal_id`` every handshake of ``peers`` pending at ``snapshot_time``.
 
-        Returns how many there were, and the flights among them that have already ended
-        (their outcome is known, so the caller judges them now). ``commit=False`` only
+        Returns how many there were by scenario, and the flights among them that have already
+        ended (their outcome is known, so the caller judges them now). ``commit=False`` only
         counts (a dry-run signal caught nothing).
         """
-        pending, late = 0, []
+        pending: Counter[str] = Counter()
+        late: list[Flight] = []
         with self._lock:
             for address in peers:
                 flight = self._in_flight.get(address)
                 if flight is not None and flight.started <= snapshot_time:
                     if commit:
                         flight.exposed_by = signal_id
-                    pending += 1
+                    pending[flight.scenario] += 1
             for address, flight in self._recent:
                 if (
                     address in peers
                     and flight.exposed_by is None
                     and flight.started <= snapshot_time < (flight.ended or 0)
                 ):
-                    pending += 1
+                    pending[flight.scenario] += 1
                     if commit:
                         flight.exposed_by = signal_id
                         late.append(flight)

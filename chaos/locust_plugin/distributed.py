@@ -37,6 +37,7 @@ class BroadcastExposure:
         runner.register_message(EXPOSURE_MESSAGE, self._on_answer)
 
     def resolve(self, record: SignalRecord, peers: frozenset[Address]) -> None:
+        """Asks every worker; each answer adds its handshakes, by scenario, to ``record``."""
         if not record.dry_run:
             self._asked[record.id] = record
             workers = sum(1 for node in self.runner.clients.all if node.state != STATE_MISSING)
@@ -62,7 +63,9 @@ class BroadcastExposure:
     def _on_answer(self, environment: Any, msg: Any, **_kwargs: Any) -> None:
         record = self._asked.get(int(msg.data["id"]))
         if record is not None:
-            record.pending += int(msg.data["pending"])
+            for scenario, count in dict(msg.data.get("by_scenario") or {}).items():
+                record.pending += int(count)
+                record.pending_by_scenario[scenario] = record.pending_by_scenario.get(scenario, 0) + int(count)
             due = self._due.get(record.id)
             if due is not None:
                 self._due[record.id] = (due[0] - 1, due[1])
@@ -89,7 +92,8 @@ class WorkerSide:
         peers = frozenset((str(host), int(port)) for host, port in data["peers"])
         pending, late = self.ledger.mark(int(data["id"]), peers, float(data["time"]))
         self.recorder.caught_late(late)
-        environment.runner.send_message(EXPOSURE_MESSAGE, {"id": data["id"], "pending": pending})
+        answer = {"id": data["id"], "pending": sum(pending.values()), "by_scenario": dict(pending)}
+        environment.runner.send_message(EXPOSURE_MESSAGE, answer)
 
     def report(self, data: dict[str, Any]) -> None:
         data[REPORT_KEY] = {**self.recorder.take().to_dict(), "pending": len(self.ledger)}

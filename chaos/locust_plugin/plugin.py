@@ -76,12 +76,23 @@ class _ProcessPart:
     verdict_watch: Any = None  # the greenlet that checks it
     host_refused: bool = False  # this test's Host field was blank with nothing to go to, or no URL
 
-    def use(self, options: ChaosOptions) -> None:
+    def use(self, options: ChaosOptions, environment: Any = None) -> None:
+        """The options of this test; the users' profile plays the scenarios the run planned. A Locust
+        master hands its plan to its workers with the options it sends them at every spawn."""
         self.options = options
-        self.profile = options.load_profile()
+        if self.session is None:
+            # A Locust worker plays what its master planned (sent with the options of every spawn).
+            planned = getattr(getattr(environment, "parsed_options", None), _PLANNED, None)
+            self.profile = options.load_profile(str(planned).split(",") if planned else None)
+            return
+        self.profile = self.session.load_profile()
+        if environment is not None:
+            setattr(environment.parsed_options, _PLANNED, ",".join(self.profile.scenarios))
 
 
 _PART = _ProcessPart()
+# The scenarios a master planned, carried to its workers in the parsed options Locust sends them.
+_PLANNED = "handshake_chaos_planned_scenarios"
 _VERDICT_POLL_SECONDS = 0.5
 
 
@@ -125,7 +136,7 @@ def _on_init(environment: Any, runner: Any, web_ui: Any = None, **_kwargs: Any) 
         _PART.use(options)
         if isinstance(runner, WorkerRunner):
             options.validate(host="ws://the-master-decides")
-            _PART.recorder = ClientRecorder(options.http_rejection_is_error)
+            _PART.recorder = ClientRecorder(options.wire_judgement())
             _PART.worker = WorkerSide(runner, _PART.ledger, _PART.recorder)
             return
         totals = RunTotals()
@@ -133,7 +144,7 @@ def _on_init(environment: Any, runner: Any, web_ui: Any = None, **_kwargs: Any) 
         if isinstance(runner, MasterRunner):
             exposure = _PART.broadcast = BroadcastExposure(runner)
         else:
-            local = LocalExposure(ClientRecorder(options.http_rejection_is_error, sink=totals.add_client), _PART.ledger)
+            local = LocalExposure(ClientRecorder(options.wire_judgement(), sink=totals.add_client), _PART.ledger)
             _PART.recorder = local.recorder
             exposure = local
         _PART.session = ChaosSession(options, environment.host or None, exposure=exposure, totals=totals)
@@ -143,7 +154,7 @@ def _on_init(environment: Any, runner: Any, web_ui: Any = None, **_kwargs: Any) 
         # What the session settled at start (the embedded TLS deployment's CA) is what the users,
         # every later test start and the Locust workers (sent these options by the master) use.
         environment.parsed_options.ca_file = _PART.session.options.ca_file
-        _PART.use(_PART.session.options)
+        _PART.use(_PART.session.options, environment)
         if web_ui is not None:
             webui.attach(web_ui, _live_summary)
         if _PART.events is not None:
@@ -195,12 +206,13 @@ def _on_test_start(environment: Any, **_kwargs: Any) -> None:
     except ChaosError as exc:
         log.error("handshake-chaos: %s (keeping the previous options)", exc)
     else:
-        _PART.use(options)
+        _PART.use(options, environment)
         log.info(
-            "handshake-chaos: test start with term interval %gs, max signals %s, hold %gs",
+            "handshake-chaos: test start with term interval %gs, max signals %s, hold %gs, scenarios %s",
             options.term_interval,
             "unbounded" if options.max_signals is None else options.max_signals,
             options.hold_seconds,
+            ",".join(_PART.profile.scenarios),
         )
     _PART.host_refused = not _settle_host(environment)
     if _PART.host_refused:

@@ -20,7 +20,16 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 from prometheus_client.registry import Collector
 
 from chaos import catalog
-from chaos.results import DEFAULT_SERVER, EXIT_KINDS, PRECREATED_OUTCOMES, ErrorRow, SignalRecord, bounded_outcome
+from chaos.results import (
+    DEFAULT_SERVER,
+    EXIT_KINDS,
+    PRECREATED_OUTCOMES,
+    ErrorRow,
+    SignalRecord,
+    bounded_outcome,
+    bounded_scenario,
+    landed_by_scenario,
+)
 
 TARGET_INFO_KEYS = ("uvicorn", "gunicorn", "python", "websockets", "wsproto", "h11", "uvicorn_worker", "worker_class")
 EXPOSURE_BUCKETS = (0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
@@ -50,8 +59,9 @@ class MetricSpec:
 SHUTDOWN_ERRORS = MetricSpec(
     "handshake_chaos_shutdown_errors",
     "counter",
-    (*RUN_LABELS, "side", "signature"),
-    "Handshake-time shutdown errors, by side (server log or client wire) and signature.",
+    (*RUN_LABELS, "scenario", "side", "signature"),
+    'Handshake-time shutdown errors, by the handshake state they were found in (scenario; "mixed" when a '
+    "server-side error cannot be tied to one), side (server log or client wire) and signature.",
 )
 REGRESSIONS = MetricSpec(
     "handshake_chaos_regressions",
@@ -60,7 +70,10 @@ REGRESSIONS = MetricSpec(
     "Handshake-time shutdown errors of a catalogued failure this release had already fixed, by signature.",
 )
 HANDSHAKES = MetricSpec(
-    "handshake_chaos_handshakes", "counter", (*RUN_LABELS, "outcome"), "Handshake attempts by outcome."
+    "handshake_chaos_handshakes",
+    "counter",
+    (*RUN_LABELS, "scenario", "outcome"),
+    "Handshake attempts by scenario (the state each was held in) and outcome.",
 )
 SIGNALS = MetricSpec(
     "handshake_chaos_signals",
@@ -73,6 +86,12 @@ SIGNALS_LANDED = MetricSpec(
     "counter",
     (*RUN_LABELS, "signal", "role"),
     "Signals that landed on a worker holding at least one pending handshake.",
+)
+SCENARIO_LANDED = MetricSpec(
+    "handshake_chaos_scenario_signals_landed",
+    "counter",
+    (*RUN_LABELS, "scenario"),
+    "Signals that caught at least one pending handshake of the scenario (what a pass needs of every scenario).",
 )
 # ``server``: the server family (gunicorn-uvicorn, uvicorn-workers, gunicorn-asgi), a bounded label.
 TARGET_INFO = MetricSpec(
@@ -120,6 +139,7 @@ METRICS: tuple[MetricSpec, ...] = (
     HANDSHAKES,
     SIGNALS,
     SIGNALS_LANDED,
+    SCENARIO_LANDED,
     TARGET_INFO,
     PENDING,
     CONTROLLER_RUNNING,
@@ -138,12 +158,13 @@ class MetricsSnapshot:
     mode: str
     versions: Mapping[str, Any]
     worker_class: str
-    outcomes: Mapping[str, int]
+    outcomes: Mapping[str, Mapping[str, int]]  # by scenario, then outcome
     errors: Sequence[ErrorRow]
     records: Sequence[SignalRecord]
     pending: int
     controller_running: bool = False
     server: str = DEFAULT_SERVER
+    scenarios: Sequence[str] = ("hold-accept",)  # the run's: each gets its zero series
 
 
 class ChaosCollector(Collector):
@@ -158,13 +179,18 @@ class ChaosCollector(Collector):
         if snapshot is None:
             return
         run = [snapshot.release, snapshot.ws, snapshot.mode]
-        yield _errors(run, snapshot.errors)
+        yield _errors(run, snapshot.scenarios, snapshot.errors)
         yield _regressions(run, snapshot.ws, snapshot.errors)
-        yield _handshakes(run, snapshot.outcomes)
+        yield _handshakes(run, snapshot.scenarios, snapshot.outcomes)
         sent = [record for record in snapshot.records if not record.dry_run]
         settled = [record for record in sent if record.settled]
         yield _by_signal(SIGNALS, run, sent)
         yield _by_signal(SIGNALS_LANDED, run, [record for record in settled if record.pending > 0])
+        landed = _counter(SCENARIO_LANDED)
+        by_scenario = Counter({name: 0 for name in snapshot.scenarios}) + Counter(landed_by_scenario(settled))
+        for name in sorted({*snapshot.scenarios, *by_scenario}):
+            landed.add_metric([*run, name], by_scenario.get(name, 0))
+        yield landed
         yield _target_info(snapshot)
         pending = _gauge(PENDING)
         pending.add_metric(run, snapshot.pending)
@@ -195,18 +221,20 @@ def _gauge(spec: MetricSpec) -> GaugeMetricFamily:
     return GaugeMetricFamily(spec.name, spec.meaning, labels=spec.labels)
 
 
-def _errors(run: list[str], rows: Iterable[ErrorRow]) -> Metric:
+def _errors(run: list[str], scenarios: Sequence[str], rows: Iterable[ErrorRow]) -> Metric:
     family = _counter(SHUTDOWN_ERRORS)
-    counts: Counter[tuple[str, str]] = Counter()
-    # A clean run shows zeros rather than no series at all.
-    for signature in (*(entry.signature for entry in catalog.ERROR_ENTRIES), *catalog.GENERIC_SERVER_SIGNATURES):
-        counts[("server", signature)] += 0
-    for signature in catalog.CLIENT_SIGNATURES:
-        counts[("client", signature)] += 0
+    counts: Counter[tuple[str, str, str]] = Counter()
+    # A clean run shows zeros rather than no series at all: every known signature, in every scenario run.
+    server = (*(entry.signature for entry in catalog.ERROR_ENTRIES), *catalog.GENERIC_SERVER_SIGNATURES)
+    for scenario in scenarios:
+        for signature in server:
+            counts[(scenario, "server", signature)] += 0
+        for signature in catalog.CLIENT_SIGNATURES:
+            counts[(scenario, "client", signature)] += 0
     for row in rows:
-        counts[(row.side, row.signature)] += row.count
-    for (side, signature), count in sorted(counts.items()):
-        family.add_metric([*run, side, signature], count)
+        counts[(row.scenario, row.side, row.signature)] += row.count
+    for (scenario, side, signature), count in sorted(counts.items()):
+        family.add_metric([*run, scenario, side, signature], count)
     return family
 
 
@@ -226,13 +254,16 @@ def _regressions(run: list[str], ws: str, rows: Iterable[ErrorRow]) -> Metric:
     return family
 
 
-def _handshakes(run: list[str], outcomes: Mapping[str, int]) -> Metric:
+def _handshakes(run: list[str], scenarios: Sequence[str], outcomes: Mapping[str, Mapping[str, int]]) -> Metric:
     family = _counter(HANDSHAKES)
-    counts: Counter[str] = Counter({outcome: 0 for outcome in PRECREATED_OUTCOMES})
-    for outcome, count in outcomes.items():
-        counts[bounded_outcome(outcome)] += count
-    for outcome, count in sorted(counts.items()):
-        family.add_metric([*run, outcome], count)
+    counts: Counter[tuple[str, str]] = Counter(
+        {(scenario, outcome): 0 for scenario in scenarios for outcome in PRECREATED_OUTCOMES}
+    )
+    for scenario, by_outcome in outcomes.items():
+        for outcome, count in by_outcome.items():
+            counts[(bounded_scenario(scenario), bounded_outcome(outcome))] += count
+    for (scenario, outcome), count in sorted(counts.items()):
+        family.add_metric([*run, scenario, outcome], count)
     return family
 
 

@@ -97,7 +97,7 @@ class ControllerConfig:
 class ControllerState:
     records: list[SignalRecord] = field(default_factory=list)
     skipped_min_alive: int = 0
-    lost_targets: int = 0
+    lost_recipients: int = 0
 
     def summary(self) -> SignalsSummary:
         return SignalsSummary.of(self.records)
@@ -175,10 +175,10 @@ class RollingSignalController:
         # Verified last, right before the signal: a pid that exited (and may be reused)
         # since it was listed is never signalled.
         if not all(self.master.verify_worker(worker) for worker in reached):
-            self.state.lost_targets += 1
+            self.state.lost_recipients += 1
             return None
-        target = self.master.process() if spec.role == "master" else reached[0]
-        record = self._fire(spec.role, spec.signal, target, self.master, reached, peers, snapshot_time)
+        recipient = self.master.process() if spec.role == "master" else reached[0]
+        record = self._fire(spec.role, spec.signal, recipient, self.master, reached, peers, snapshot_time)
         if record is None:
             return None
         if record.dry_run:
@@ -207,7 +207,7 @@ class RollingSignalController:
         snapshot_time = time.time()
         # Verified last, right before the signal: the master and each worker are the processes listed.
         if not reached or not old.is_alive() or not all(old.verify_worker(worker) for worker in reached):
-            self.state.lost_targets += 1
+            self.state.lost_recipients += 1
             return None
         record = self._fire("master", spec.signal, old.process(), old, reached, peers, snapshot_time)
         if record is None:
@@ -241,14 +241,14 @@ class RollingSignalController:
         self,
         role: Role,
         name: str,
-        target: psutil.Process,
+        recipient: psutil.Process,
         master: ServerMaster,
         reached: list[psutil.Process],
         peers: dict[int, frozenset[Address]],
         snapshot_time: float,
     ) -> SignalRecord | None:
-        """Sends ``name`` to ``target`` (or, in dry-run, only says so) and records it with its exposure;
-        None when the target is gone by then (psutil re-checks its create time: a reused pid is never signalled)."""
+        """Sends ``name`` to ``recipient`` (or, in dry-run, only says so) and records it with its exposure;
+        None when the recipient is gone by then (psutil re-checks its create time: a reused pid is never signalled)."""
         record = SignalRecord(
             id=len(self.state.records) + 1,
             time=snapshot_time,
@@ -260,8 +260,8 @@ class RollingSignalController:
             mode=self.config.mode,
             master_pid=master.pid,
         )
-        if not self.config.dry_run and not _signal(target, name):
-            self.state.lost_targets += 1
+        if not self.config.dry_run and not _signal(recipient, name):
+            self.state.lost_recipients += 1
             return None
         self.state.records.append(record)
         if self.on_signal is not None:

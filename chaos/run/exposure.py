@@ -7,6 +7,7 @@ broadcast to its workers instead (``chaos.locust_plugin.distributed``).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Protocol
 
 from chaos.detect.client import ClientRecorder
@@ -15,8 +16,9 @@ from chaos.results import Address, SignalRecord
 
 
 class ExposureStrategy(Protocol):
-    def resolve(self, record: SignalRecord, peers: frozenset[Address]) -> int | None:
-        """Marks the handshakes of ``peers`` the signal caught; returns how many (None: answered later)."""
+    def resolve(self, record: SignalRecord, peers: frozenset[Address]) -> Mapping[str, int] | None:
+        """Marks the handshakes of ``peers`` the signal caught; returns how many by scenario (None: the
+        answers come later, into ``record``)."""
 
     def pending(self) -> int:
         """Handshakes in flight right now, wherever the users run."""
@@ -32,7 +34,7 @@ class LocalExposure:
         self.recorder = recorder
         self.ledger = ledger if ledger is not None else HandshakeLedger()
 
-    def resolve(self, record: SignalRecord, peers: frozenset[Address]) -> int:
+    def resolve(self, record: SignalRecord, peers: frozenset[Address]) -> Mapping[str, int]:
         pending, late = self.ledger.mark(record.id, peers, record.time, commit=not record.dry_run)
         self.recorder.caught_late(late)
         return pending

@@ -41,8 +41,14 @@ def interrupted(signum: int) -> GateResult:
 
 
 def decide(
-    error_rows: Iterable[ErrorRow], landed_with_pending: int, policy: GatePolicy, interrupted_by: int | None = None
+    error_rows: Iterable[ErrorRow],
+    landed_with_pending: int,
+    policy: GatePolicy,
+    interrupted_by: int | None = None,
+    uncaught: Iterable[str] = (),
 ) -> GateResult:
+    """The verdict. ``uncaught``: scenarios of the run that no signal found pending: a pass must have
+    exercised every state it claims to have tested, so without them it is inconclusive."""
     per_signature: dict[str, int] = {}
     for row in error_rows:
         per_signature[row.signature] = per_signature.get(row.signature, 0) + row.count
@@ -54,6 +60,13 @@ def decide(
         return interrupted(interrupted_by)
     if landed_with_pending == 0:
         return verdict("inconclusive", "no signal landed on a worker holding pending handshakes")
+    missing = sorted(uncaught)
+    if missing:
+        return verdict(
+            "inconclusive",
+            f"no signal caught a pending handshake of {', '.join(missing)} "
+            f"({landed_with_pending} signals landed with others pending)",
+        )
     return verdict("pass", f"{landed_with_pending} signals landed with pending handshakes, no errors")
 
 
@@ -73,6 +86,7 @@ def settled(
     evidence: EvidencePolicy,
     last_error_time: float | None = None,
     since: float = 0.0,
+    scenarios: tuple[str, ...] = (),
 ) -> str | None:
     """Why the verdict can no longer change (the run may stop now), or None while it still can.
 
@@ -93,10 +107,21 @@ def settled(
         if any(not record.settled for record in finders):
             return None
         return f"verdict settled: fail ({result.reason}), the windows of the {len(finders)} signals before it settled"
-    strong = [record for record in sent if record.settled and record.pending >= evidence.pending]
-    if len(strong) < evidence.signals:
-        return None
+    if not scenarios or len(scenarios) == 1:
+        strong = [record for record in sent if record.settled and record.pending >= evidence.pending]
+        if len(strong) < evidence.signals:
+            return None
+        return (
+            f"verdict settled: pass ({len(strong)} signals caught at least {evidence.pending} pending handshakes "
+            "each, no error, their windows settled)"
+        )
+    # Mixed: every scenario needs its own evidence; each has its share of the pending handshakes.
+    share = max(1, evidence.pending // len(scenarios))
+    for name in scenarios:
+        strong = [r for r in sent if r.settled and r.pending_by_scenario.get(name, 0) >= share]
+        if len(strong) < evidence.signals:
+            return None
     return (
-        f"verdict settled: pass ({len(strong)} signals caught at least {evidence.pending} pending handshakes each, "
-        "no error, their windows settled)"
+        f"verdict settled: pass (for each of {len(scenarios)} scenarios, {evidence.signals} signals caught at least "
+        f"{share} of its handshakes pending; no error, their windows settled)"
     )

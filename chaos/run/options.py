@@ -7,6 +7,7 @@ their own small configs derived from it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -15,13 +16,25 @@ from urllib.parse import urlsplit
 from chaos.deployment.families import family
 from chaos.deployment.launcher import PROBE_WS_PATH, DeploymentConfig
 from chaos.deployment.processes import read_pidfile
+from chaos.detect.client import WireJudgement
 from chaos.detect.logfollow import GUNICORN_FORMAT, JsonFormat, LineFormat, PlainFormat
 from chaos.errors import UsageError
 from chaos.load.client import LoadProfile
 from chaos.optionmodel import RUN, check_all, option
-from chaos.results import DEFAULT_MODE, DEFAULT_SERVER, MODES, SERVER_FAMILIES, WS_CHOICES, Mode, ServerFamily
+from chaos.results import (
+    DEFAULT_MODE,
+    DEFAULT_SERVER,
+    MODES,
+    SCENARIOS,
+    SERVER_FAMILIES,
+    WS_CHOICES,
+    Mode,
+    Scenario,
+    ServerFamily,
+)
 from chaos.run.controller import MODE_SPECS, REDEPLOYING_MODES, WORKER_SIGNALS, ControllerConfig
 from chaos.run.gate import EvidencePolicy, GatePolicy
+from chaos.scenarios import SCENARIO_SPECS
 
 _CONTROLLED = RUN | {"controller"}
 LOG_FORMATS = ("gunicorn", "json", "plain")
@@ -254,6 +267,30 @@ class ChaosOptions:
         "count an HTTP rejection of a caught handshake as an error",
         scope="process",
     )
+    incomplete_is_error: bool = option(
+        False,
+        "--incomplete-is-error",
+        "count an incomplete answer to a caught handshake as an error: a denial whose body was cut, an "
+        "accepted connection that went without a close frame or whose first frame was cut",
+        scope="process",
+    )
+    scenarios: list[Scenario] = option(
+        [],
+        "--scenario",
+        "which states of the handshake the signals find: NAME[,NAME...] mixed by weight "
+        "(default: every one that applies to the release; docs/scenarios.md)",
+        choices=SCENARIOS,
+        what="scenario",
+        # matrix takes several as an axis (chaos.commands.matrix.MatrixSettings.scenarios).
+        entry_points=frozenset({"locust", "soak"}),
+    )
+    frame_bytes: int = option(
+        262144,
+        "--frame-bytes",
+        "accept-send: the size of the app's first frame, which the client reads late",
+        minimum=1,
+        maximum=1 << 20,
+    )
     until_verdict: bool = option(
         False,
         "--until-verdict",
@@ -385,8 +422,16 @@ class ChaosOptions:
             kwargs["log_config_json"] = str(Path(self.log_config_json).resolve())
         return DeploymentConfig(**kwargs)
 
-    def load_profile(self) -> LoadProfile:
+    def wire_judgement(self) -> WireJudgement:
+        return WireJudgement(self.http_rejection_is_error, self.incomplete_is_error)
+
+    def load_profile(self, scenarios: Sequence[str] | None = None) -> LoadProfile:
+        """What each user does; ``scenarios`` as the run planned them (default: those asked for)."""
+        running = tuple(scenarios or self.scenarios or ("hold-accept",))
         return LoadProfile(
+            scenarios=running,
+            scenario_weights=tuple(SCENARIO_SPECS[name].weight for name in running),  # type: ignore[index]
+            frame_bytes=self.frame_bytes,
             hold_seconds=self.hold_seconds,
             hold_jitter=self.hold_jitter,
             keep_open_seconds=self.keep_open_seconds,

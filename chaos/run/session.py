@@ -11,6 +11,7 @@ monkey-patching those are greenlets, and their sleeps yield to the users.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -23,13 +24,15 @@ from prometheus_client import CollectorRegistry
 
 from chaos import __version__, catalog
 from chaos.deployment.families import family
+from chaos.deployment.launcher import PROBE_WS_PATH
 from chaos.deployment.processes import ServerMaster
 from chaos.detect.logfollow import FileTail
-from chaos.detect.server import ServerDetector
+from chaos.detect.server import DetectedError, ServerDetector
 from chaos.detect.totals import RunTotals
 from chaos.errors import UsageError
+from chaos.load.client import LoadProfile
 from chaos.report.metrics import ChaosCollector, MetricsSnapshot, serve, sums
-from chaos.results import ErrorRow, FirstSeen, GateResult, Mode, RunSummary, SignalRecord, TargetSummary
+from chaos.results import MIXED, ErrorRow, FirstSeen, GateResult, Mode, RunSummary, SignalRecord, TargetSummary
 from chaos.run.attached import AttachedDeployment, find_external, start_embedded
 from chaos.run.controller import RollingSignalController
 from chaos.run.exposure import ExposureStrategy
@@ -37,6 +40,7 @@ from chaos.run.gate import decide, settled
 from chaos.run.options import ChaosOptions
 from chaos.run.signals import SignalBook
 from chaos.run.timeline import Timeline
+from chaos.scenarios import ScenarioPlan, plan_scenarios
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +94,7 @@ class ChaosSession:
         self.endpoint: MetricsEndpoint | None = None
         self.detector: ServerDetector | None = None
         self.signals = SignalBook(exposure, None, None)
+        self.plan = ScenarioPlan(tuple(options.scenarios) or ("hold-accept",), {})
         self.started = time.time()
         self.timeline = Timeline(self.started)
         self._stop_controller = threading.Event()
@@ -110,6 +115,16 @@ class ChaosSession:
         self.host = attached.host
         self.versions = attached.versions
         self.release = self.options.release or str(self.versions.get("uvicorn") or "unknown")
+        try:
+            self.plan = self._plan(self.options)
+        except UsageError:
+            self.close()
+            raise
+        log.info(
+            "handshake-chaos: scenarios %s%s",
+            ", ".join(self.plan.running),
+            "".join(f"; {name} skipped: {why}" for name, why in self.plan.skipped.items()),
+        )
         uvicorn, ws = self.versions.get("uvicorn"), self.ws
         self.totals.judge_regressions(lambda signature: catalog.regression_of(signature, ws, uvicorn))
         try:
@@ -120,7 +135,7 @@ class ChaosSession:
         log.info("handshake-chaos metrics at %s", self.endpoint.url)
         if attached.error_log is not None:
             tail = FileTail(attached.error_log, from_start=self.embedded, line_format=self.options.line_format())
-            self.detector = ServerDetector(tail, self.totals.add_server)
+            self.detector = ServerDetector(tail, self._server_error)
         self.signals.attach(attached.listen_port, self.detector)
         self._spawn(self._background_loop, "handshake-chaos-detector")
         return self.host
@@ -132,9 +147,41 @@ class ChaosSession:
         return thread
 
     def reconfigure(self, options: ChaosOptions) -> None:
-        """Options for the next test start (load, controller, gate); the deployment keeps its own."""
+        """Options for the next test start (load, controller, gate, scenarios); the deployment keeps its own."""
         options.validate(None if self.embedded else self.host)
-        self.options = options
+        plan = self._plan(options) if self.attached is not None else self.plan
+        self.options, self.plan = options, plan
+
+    def _plan(self, options: ChaosOptions) -> ScenarioPlan:
+        """The scenarios that apply to what runs here (a release without the denial extension has no
+        deny-stream; a plain deployment no TLS handshake)."""
+        spec = family(options.server)
+        tls = options.tls or bool(self.host and self.host.startswith(("wss:", "https:")))
+        return plan_scenarios(
+            options.scenarios,
+            versions=self.versions,
+            ws=options.ws,
+            own_ws=spec.own_ws,
+            tls=tls,
+            probe_route=options.ws_path == PROBE_WS_PATH,
+        )
+
+    def load_profile(self) -> LoadProfile:
+        """What each user does in this test: the planned scenarios, by weight."""
+        return self.options.load_profile(self.plan.running)
+
+    def _server_error(self, error: DetectedError) -> None:
+        """A server-side error, counted under the scenario it can be tied to (or "mixed"), and named by
+        the code path it took where its text alone cannot say (``catalog.name_the_path``)."""
+        scenario = self.signals.scenario_of(error.pid, self.plan.running)
+        entry = catalog.known(error.signature)
+        if entry is not None:
+            uvicorn = self.versions.get("uvicorn")
+            from_index = bool(self.versions.get("uvicorn_from_index"))
+            named = catalog.name_the_path(entry, None if scenario == MIXED else scenario, self.ws, uvicorn, from_index)
+            if named is not entry:
+                error = dataclasses.replace(error, signature=named.signature, reference=named.reference)
+        self.totals.add_server(error, scenario)
 
     @property
     def master(self) -> ServerMaster | None:
@@ -234,17 +281,22 @@ class ChaosSession:
             mode=self.mode,
             versions=self.versions,
             worker_class=self.attached.worker_class(),
-            outcomes=self.totals.outcomes(),
+            outcomes=self.totals.outcomes_by_scenario(),
             errors=self.totals.error_rows(),
             records=list(self.records()),
             pending=self.exposure.pending(),
             controller_running=self._controller_thread is not None and self._controller_thread.is_alive(),
             server=self.options.server,
+            scenarios=self.plan.running,
         )
 
     def gate(self, interrupted_by: int | None = None) -> GateResult:
         signals = self.signals.state.summary()
-        return decide(self.totals.error_rows(), signals.landed_with_pending, self.options.gate_policy(), interrupted_by)
+        uncaught = [name for name in self.plan.running if not signals.landed_by_scenario.get(name)]
+        if len(self.plan.running) == 1:
+            uncaught = []  # one scenario: "landed with pending" already says it
+        policy = self.options.gate_policy()
+        return decide(self.totals.error_rows(), signals.landed_with_pending, policy, interrupted_by, uncaught)
 
     def settled_verdict(self, since: float = 0.0) -> str | None:
         """Why the verdict of the test started at ``since`` can no longer change (``--until-verdict``), or None."""
@@ -255,6 +307,7 @@ class ChaosSession:
             self.options.evidence_policy(),
             self.totals.last_error_time,
             since,
+            self.plan.running,
         )
 
     def summary(self, interrupted_by: int | None = None, stop_reason: str | None = None) -> RunSummary:
@@ -303,6 +356,9 @@ def build_summary(session: ChaosSession, interrupted_by: int | None, stop_reason
         stop_reason=stop_reason,
         master_events=detector.master_events() if detector else {},
         noise=detector.noise() if detector else {},
+        scenarios=list(session.plan.running),
+        skipped_scenarios=dict(session.plan.skipped),
+        outcomes_by_scenario=session.totals.outcomes_by_scenario(),
     )
 
 

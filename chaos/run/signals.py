@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from chaos.deployment.processes import worker_peers
 from chaos.detect.server import EXIT_SEVERITY, ServerDetector
-from chaos.results import Address, ExitKind, Reach, SignalRecord
+from chaos.results import MIXED, Address, ExitKind, Reach, SignalRecord
 from chaos.run.controller import ControllerState
 from chaos.run.exposure import ExposureStrategy
 
@@ -32,6 +32,22 @@ class SignalBook:
         self._replaced: list[SignalRecord] = []  # recovered, waiting for exposure answers
         self._exits_unknown: list[SignalRecord] = []  # recovered, the master's verdict not logged yet
         self.listeners: list[Callable[[SignalRecord], None]] = []  # told of each signal as it is sent
+
+    def scenario_of(self, pid: int | None, running: tuple[str, ...]) -> str:
+        """The scenario a server-side error of worker ``pid`` was found in: the only one ``running``, or
+        the only one whose handshakes that worker held pending when its signal landed; else "mixed"
+        (the log cannot say which of several it was, and the run never guesses)."""
+        if len(running) == 1:
+            return running[0]
+        for record in reversed(self.records):
+            reach = next((reach for reach in record.reach if reach.pid == pid), None)
+            if reach is None:
+                continue
+            # A Locust master learns exposure per signal, not per worker it reached.
+            by_scenario = reach.pending_by_scenario or record.pending_by_scenario
+            caught = [name for name, count in by_scenario.items() if count > 0]
+            return caught[0] if len(caught) == 1 else MIXED
+        return MIXED
 
     def attach(self, listen_port: int | None, detector: ServerDetector | None) -> None:
         """What the run found at start: where the workers listen, and the log follower (if any)."""
@@ -55,9 +71,16 @@ class SignalBook:
             position = self._log_positions.pop(pid, None)
             if not record.dry_run and self.detector is not None:
                 self.detector.open_window(pid, position)
-            pending = self.exposure.resolve(record, peers)
-            record.reach.append(Reach(pid, pending))
-            total = None if pending is None or total is None else total + pending
+            by_scenario = self.exposure.resolve(record, peers)
+            if by_scenario is None:
+                record.reach.append(Reach(pid, None))
+                total = None
+                continue
+            pending = sum(by_scenario.values())
+            record.reach.append(Reach(pid, pending, pending_by_scenario=dict(by_scenario)))
+            for name, count in by_scenario.items():
+                record.pending_by_scenario[name] = record.pending_by_scenario.get(name, 0) + count
+            total = None if total is None else total + pending
         for listener in self.listeners:
             listener(dataclasses.replace(record, pending=record.pending if total is None else total))
         return total

@@ -16,7 +16,10 @@ class Timeline:
         self.points: list[TimelinePoint] = []
 
     def sample(self, totals: RunTotals, pending: int) -> None:
-        errors = {f"{row.side}:{row.signature}": row.count for row in totals.error_rows()}
+        errors: dict[str, int] = {}
+        for row in totals.error_rows():  # one row per scenario: the timeline counts the signature
+            key = f"{row.side}:{row.signature}"
+            errors[key] = errors.get(key, 0) + row.count
         handshakes = sum(totals.outcomes().values())
         self.points.append(TimelinePoint(round(time.time() - self.started, 2), pending, handshakes, errors))
         if len(self.points) > _MAX_POINTS:

@@ -12,7 +12,7 @@ from chaos.commands.cli import build_parser
 from chaos.commands.matrix import MatrixSettings
 from chaos.commands.soak import SoakSettings
 from chaos.errors import UsageError
-from chaos.load.client import LoadProfile, handshake_url
+from chaos.load.client import LoadProfile, draw_hold, handshake_url
 from chaos.optionmodel import add_to_locust, build, changed_args, declared, declared_on, with_test_scope
 from chaos.run.options import ChaosOptions
 
@@ -127,14 +127,23 @@ def test_handshake_url_holds_within_the_jitter_and_keeps_the_server_longer():
     rng = random.Random(7)
     holds = []
     for base in ("http://127.0.0.1:8000", "ws://127.0.0.1:8000", "https://[::1]:8443"):
-        url = urlsplit(handshake_url(base, profile, rng))
+        url = urlsplit(handshake_url(base, profile, draw_hold(profile, rng)))
         query = parse_qs(url.query)
         holds.append(float(query["hold"][0]))
         assert url.path == "/ws/probe" and float(query["keep"][0]) == 6.0
-    assert urlsplit(handshake_url("https://[::1]:8443", profile)).scheme == "wss"
+    assert urlsplit(handshake_url("https://[::1]:8443", profile, 2.0)).scheme == "wss"
     assert all(1.0 <= hold <= 3.0 for hold in holds) and len(set(holds)) == 3
     still = LoadProfile(hold_seconds=2.0, hold_jitter=0.0)
-    assert "hold=2.000" in handshake_url("ws://127.0.0.1:1", still, rng)
+    assert "hold=2.000" in handshake_url("ws://127.0.0.1:1", still, draw_hold(still, rng))
+    # Each scenario is asked for by name; the probe's default (hold-accept) is not spelled out.
+    assert "scenario" not in url.query
+    sending = handshake_url("ws://127.0.0.1:1", LoadProfile(frame_bytes=4096), 1.0, "accept-send")
+    assert parse_qs(urlsplit(sending).query) == {
+        "hold": ["1.000"],
+        "keep": ["6"],
+        "scenario": ["accept-send"],
+        "frame": ["4096"],
+    }
     assert profile.response_timeout == 2.0 * 1.5 + 30.0
 
 

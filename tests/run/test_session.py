@@ -22,7 +22,7 @@ from tests.helpers import SIGNATURE_596, assert_gone
 def local_session(options: ChaosOptions, host: str | None = None) -> ChaosSession:
     """A session whose users run in this process (as a local Locust runner's do)."""
     totals = RunTotals()
-    recorder = ClientRecorder(options.http_rejection_is_error, sink=totals.add_client)
+    recorder = ClientRecorder(options.wire_judgement(), sink=totals.add_client)
     return ChaosSession(options, host, exposure=LocalExposure(recorder), totals=totals)
 
 

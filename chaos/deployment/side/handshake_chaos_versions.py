@@ -8,9 +8,9 @@ import platform
 import sys
 
 try:
-    from importlib.metadata import PackageNotFoundError, version
+    from importlib.metadata import PackageNotFoundError, distribution, version
 except ImportError:  # Python < 3.8
-    from importlib_metadata import PackageNotFoundError, version  # type: ignore
+    from importlib_metadata import PackageNotFoundError, distribution, version  # type: ignore
 
 
 def _version(distribution):
@@ -18,6 +18,15 @@ def _version(distribution):
         return version(distribution)
     except PackageNotFoundError:
         return None
+
+
+def _from_index(name):
+    """Installed from a package index (a published release), not from a path or URL: PEP 610 records
+    a direct_url.json for those. A source tree's code may differ from the release it names."""
+    try:
+        return distribution(name).read_text("direct_url.json") is None
+    except PackageNotFoundError:
+        return False
 
 
 def _ws_implementations():
@@ -43,6 +52,7 @@ print(
             "python": platform.python_version(),
             "executable": sys.executable,
             "uvicorn": _version("uvicorn"),
+            "uvicorn_from_index": _from_index("uvicorn"),
             "gunicorn": _version("gunicorn"),
             "uvicorn_worker": _version("uvicorn-worker"),
             "websockets": _version("websockets"),
