@@ -46,6 +46,8 @@ SCENARIOS: tuple[Scenario, ...] = get_args(Scenario)
 # The scenario label of a server-side error the log cannot tie to one scenario: the worker it came
 # from held handshakes of several when the signal landed (said so, never guessed).
 MIXED = "mixed"
+# A matrix cell that ran every scenario that applies, mixed (not one of them alone).
+MIX = "mix"
 # The server under test: gunicorn with uvicorn's worker, uvicorn's own supervisor, gunicorn's own ASGI worker.
 ServerFamily = Literal["gunicorn-uvicorn", "uvicorn-workers", "gunicorn-asgi"]
 
@@ -576,6 +578,8 @@ class MatrixCell(JsonRecord):
     mode: Mode = "worker-term"
     stop_reason: str | None = None
     server: ServerFamily = DEFAULT_SERVER
+    # The one scenario the cell ran, or "mix": every scenario that applies, mixed by weight.
+    scenario: str = MIX
 
     @classmethod
     def not_run(
@@ -586,6 +590,7 @@ class MatrixCell(JsonRecord):
         reason: str,
         mode: Mode = DEFAULT_MODE,
         server: ServerFamily = DEFAULT_SERVER,
+        scenario: str = "mix",
     ) -> MatrixCell:
         verdict: CellVerdict = "skipped" if status == "skipped" else "error"
         return cls(
@@ -597,10 +602,11 @@ class MatrixCell(JsonRecord):
             verdict=verdict,
             mode=mode,
             server=server,
+            scenario=scenario,
         )
 
     @classmethod
-    def of(cls, release: str, summary: RunSummary, report_dir: Path) -> MatrixCell:
+    def of(cls, release: str, summary: RunSummary, report_dir: Path, scenario: str = "mix") -> MatrixCell:
         versions = {key: summary.versions.get(key) for key in ("uvicorn", "gunicorn", "websockets", "wsproto")}
         return cls(
             uvicorn=release,
@@ -620,6 +626,7 @@ class MatrixCell(JsonRecord):
             mode=summary.mode,
             stop_reason=summary.stop_reason,
             server=summary.server,
+            scenario=scenario,
         )
 
 

@@ -68,3 +68,37 @@ def test_fixes_are_per_ws_implementation_and_a_fixed_failure_back_is_a_regressio
     for entry in catalog.CATALOG:
         assert set(entry.fixed_in) <= set(WS_IMPLEMENTATIONS), entry.signature
         assert entry.reference.startswith("https://"), entry.signature
+
+
+_CLOSE_TEXT = (
+    "wsproto.utilities.LocalProtocolError: Event CloseConnection(code=1012, reason=None) cannot be sent during "
+    "the handshake"
+)
+
+
+@pytest.mark.parametrize(
+    ("scenario", "uvicorn", "from_index", "named"),
+    [
+        # The state it was found in names the path.
+        ("hold-accept", "0.54.0", True, "uvicorn_596_wsproto_close_during_handshake"),
+        ("deny-stream", "0.19.0", True, "uvicorn_wsproto_close_during_denial_response"),
+        # Several states at once: a published release whose code has exactly one of the paths open.
+        (None, "0.19.0", True, "uvicorn_596_wsproto_close_during_handshake"),
+        (None, "0.54.0", True, "uvicorn_wsproto_close_during_denial_response"),
+        # Neither path open in that release, or a source tree whose code is not the release's: no claim.
+        (None, "0.22.0", True, "wsproto_close_during_handshake"),
+        (None, "0.55.0", True, "wsproto_close_during_handshake"),
+        (None, "0.54.0", False, "wsproto_close_during_handshake"),
+    ],
+)
+def test_596s_text_is_named_by_the_path_it_took_never_by_its_text_alone(scenario, uvicorn, from_index, named):
+    known, _line = catalog.match(_CLOSE_TEXT) or (None, "")
+    assert known is not None
+    assert catalog.name_the_path(known, scenario, "wsproto", uvicorn, from_index).signature == named
+
+
+def test_the_denial_response_crash_is_no_regression_of_596_and_its_own_fix_is_0_55_0():
+    """The false claim this tool once made: "regression of #596" for the denial path on 0.54.0."""
+    assert catalog.regression_of("uvicorn_wsproto_close_during_denial_response", "wsproto", "0.54.0") is None
+    assert catalog.regression_of("uvicorn_wsproto_close_during_denial_response", "wsproto", "0.55.0") == "0.55.0"
+    assert catalog.regression_of("wsproto_close_during_handshake", "wsproto", "0.55.0") is None

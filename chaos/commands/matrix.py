@@ -25,15 +25,20 @@ from chaos.report.matrix_tables import write_all
 from chaos.results import (
     DEFAULT_MODE,
     DEFAULT_SERVER,
+    MIX,
     MODES,
+    SCENARIOS,
     SERVER_FAMILIES,
     WS_CHOICES,
+    CellStatus,
     ExitCode,
     MatrixCell,
     MatrixResult,
     Mode,
+    Scenario,
     ServerFamily,
 )
+from chaos.scenarios import scenario
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +85,15 @@ class MatrixSettings:
         scope="process",
         entry_points=_MATRIX,
     )
+    scenarios: list[Scenario] = option(
+        [],
+        "--scenario",
+        "scenarios, a column each (default: one cell per release running every scenario that applies, mixed)",
+        choices=SCENARIOS,
+        what="scenario",
+        scope="process",
+        entry_points=_MATRIX,
+    )
     expect_fail: list[str] = option(
         [],
         "--expect-fail",
@@ -109,7 +123,7 @@ class MatrixConfig:
         for release in matrix.releases:
             if release != "latest" and "/" not in release and not release.endswith(".whl"):
                 parse_version(release, "--uvicorn")
-        cells = [(release, ws, mode) for release, ws, mode, _server in self.plan()]
+        cells = [(cell.release, cell.ws, cell.mode) for cell in self.plan()]
         for item in matrix.expect_fail:
             release, _, rest = item.partition(":")
             ws, _, mode = rest.partition(":")
@@ -121,35 +135,65 @@ class MatrixConfig:
                 raise UsageError(f"--expect-fail {item}: no such cell in this matrix")
         if matrix.baseline_release is not None and matrix.baseline_release not in matrix.releases:
             raise UsageError(f"--baseline-release {matrix.baseline_release} is not among --uvicorn")
-        for release, ws, mode, server in self.plan():
-            if release == matrix.releases[0] and mode in family(server).modes:
-                self.cell(release, ws, mode, server).validate()
+        for cell in self.plan():
+            if cell.release == matrix.releases[0] and cell.mode in family(cell.server).modes:
+                self.cell(cell).validate()
 
-    def plan(self) -> list[tuple[str, str, Mode, ServerFamily]]:
-        """Every cell: release x server x ws x mode. gunicorn's ASGI worker has one websocket
+    def plan(self) -> list[PlannedCell]:
+        """Every cell: release x server x ws x mode x scenario. gunicorn's ASGI worker has one websocket
         implementation of its own, so it gets one cell per release and mode, labelled ws "gunicorn"."""
         matrix = self.matrix
-        cells: list[tuple[str, str, Mode, ServerFamily]] = []
-        for release in matrix.releases:
-            for server in matrix.servers:
-                for ws in family(server).ws_choices(matrix.ws):
-                    cells += [(release, ws, mode, server) for mode in matrix.modes]
-        return cells
+        return [
+            PlannedCell(release, ws, mode, server, scenario)
+            for release in matrix.releases
+            for server in matrix.servers
+            for ws in family(server).ws_choices(matrix.ws)
+            for mode in matrix.modes
+            for scenario in _scenario_axis(matrix.scenarios)
+        ]
 
-    def cell(
-        self, release: str, ws: str, mode: Mode = DEFAULT_MODE, server: ServerFamily = DEFAULT_SERVER
-    ) -> SoakConfig:
-        name = Path(release).name if "/" in release else release
-        suffix = "" if mode == DEFAULT_MODE else f"-{mode}"
-        suffix += "" if server == DEFAULT_SERVER else f"-{server}"
+    def cell(self, planned: PlannedCell) -> SoakConfig:
+        name = Path(planned.release).name if "/" in planned.release else planned.release
+        suffix = "" if planned.mode == DEFAULT_MODE else f"-{planned.mode}"
+        suffix += "" if planned.server == DEFAULT_SERVER else f"-{planned.server}"
+        suffix += "" if planned.scenario == MIX else f"-{planned.scenario}"
         options = dataclasses.replace(
-            self.soak.options, ws="auto" if ws == family(server).own_ws else ws, mode=mode, server=server
+            self.soak.options,
+            ws="auto" if planned.ws == family(planned.server).own_ws else planned.ws,
+            mode=planned.mode,
+            server=planned.server,
+            scenarios=[] if planned.scenario == MIX else [scenario(planned.scenario).name],
         )
         return SoakConfig(
-            settings=dataclasses.replace(self.soak.settings, uvicorn=release),
+            settings=dataclasses.replace(self.soak.settings, uvicorn=planned.release),
             options=options,
-            report_dir=self.report_dir / f"{name}-{ws}{suffix}",
+            report_dir=self.report_dir / f"{name}-{planned.ws}{suffix}",
         )
+
+
+def _scenario_axis(asked: list[Scenario]) -> list[str]:
+    """One cell per scenario asked for, or one cell that mixes every scenario that applies."""
+    return list(asked) if asked else [MIX]
+
+
+@dataclass(frozen=True)
+class PlannedCell:
+    """One cell of a matrix before it runs: what it soaks."""
+
+    release: str
+    ws: str
+    mode: Mode = DEFAULT_MODE
+    server: ServerFamily = DEFAULT_SERVER
+    scenario: str = MIX  # one scenario alone, or every one that applies, mixed
+
+    def not_run(self, status: CellStatus, reason: str) -> MatrixCell:
+        return MatrixCell.not_run(self.release, self.ws, status, reason, self.mode, self.server, self.scenario)
+
+    @property
+    def step(self) -> str:
+        extras: list[str] = [self.server] if self.server != DEFAULT_SERVER else []
+        extras += [self.scenario] if self.scenario != MIX else []
+        return " ".join([self.release, self.ws, self.mode, *extras])
 
 
 def run_matrix(config: MatrixConfig, stop: StopFlag | None = None) -> MatrixResult:
@@ -160,35 +204,35 @@ def run_matrix(config: MatrixConfig, stop: StopFlag | None = None) -> MatrixResu
     started = time.monotonic()
     cells: list[MatrixCell] = []
     plan = config.plan()
-    for index, (release, ws, mode, server) in enumerate(plan, start=1):
-        soak = config.cell(release, ws, mode, server)
-        step = f"[{index}/{len(plan)}] {release} {ws} {mode}" + ("" if server == DEFAULT_SERVER else f" {server}")
+    for index, planned in enumerate(plan, start=1):
+        soak = config.cell(planned)
+        step = f"[{index}/{len(plan)}] {planned.step}"
         if stop.signum is not None:
-            cells.append(MatrixCell.not_run(release, ws, "skipped", "interrupted before this cell", mode, server))
+            cells.append(planned.not_run("skipped", "interrupted before this cell"))
             continue
-        if mode not in family(server).modes:
-            reason = f"--mode {mode} does not apply to --server {server}"
-            cells.append(MatrixCell.not_run(release, ws, "skipped", reason, mode, server))
+        if planned.mode not in family(planned.server).modes:
+            reason = f"--mode {planned.mode} does not apply to --server {planned.server}"
+            cells.append(planned.not_run("skipped", reason))
             print(f"{step}: skipped ({reason})", flush=True)
             continue
         try:
             prepared = prepare(soak)
         except UsageError as exc:
-            # The release does not have this ws implementation: say so and go on.
-            cells.append(MatrixCell.not_run(release, ws, "skipped", str(exc), mode, server))
+            # The release does not have this ws implementation, or this scenario cannot happen there.
+            cells.append(planned.not_run("skipped", str(exc)))
             print(f"{step}: skipped ({exc})", flush=True)
             continue
         except ChaosError as exc:
-            cells.append(MatrixCell.not_run(release, ws, "error", str(exc), mode, server))
+            cells.append(planned.not_run("error", str(exc)))
             print(f"{step}: error ({exc})", flush=True)
             continue
         print(f"{step}: soaking for up to {soak.settings.duration:g}s...", flush=True)
         try:
             summary = run_soak(soak, prepared, quiet=True, stop=stop)
         except Interrupted:
-            cells.append(MatrixCell.not_run(release, ws, "skipped", "interrupted before this cell", mode, server))
+            cells.append(planned.not_run("skipped", "interrupted before this cell"))
             continue
-        cell = MatrixCell.of(release, summary, soak.report_dir)
+        cell = MatrixCell.of(planned.release, summary, soak.report_dir, planned.scenario)
         cells.append(cell)
         wall = f", {cell.wall_seconds:.0f}s" if cell.wall_seconds is not None else ""
         print(
@@ -211,7 +255,9 @@ def run_matrix(config: MatrixConfig, stop: StopFlag | None = None) -> MatrixResu
 
 
 def judge_expectations(cells: list[MatrixCell], expect_fail: Sequence[str], baseline_release: str | None) -> None:
-    baseline = {(c.ws, c.mode, c.server): c for c in cells if baseline_release and c.uvicorn == baseline_release}
+    baseline = {
+        (c.ws, c.mode, c.server, c.scenario): c for c in cells if baseline_release and c.uvicorn == baseline_release
+    }
     for cell in cells:
         names = tuple(
             name
@@ -225,7 +271,7 @@ def judge_expectations(cells: list[MatrixCell], expect_fail: Sequence[str], base
         if cell.uvicorn == baseline_release:
             cell.expected_fail = True  # the baseline only informs
             continue
-        base = baseline.get((cell.ws, cell.mode, cell.server))
+        base = baseline.get((cell.ws, cell.mode, cell.server, cell.scenario))
         known = set(base.errors) if base is not None else set()
         cell.new_signatures = sorted(set(cell.errors) - known)
         if not cell.new_signatures:
@@ -236,7 +282,7 @@ def matrix_exit_code(cells: list[MatrixCell], interrupted_by: int | None = None)
     if any(c.verdict == "fail" and not c.expected_fail for c in cells):
         return ExitCode.FAIL
     if interrupted_by is not None:
-        return 128 + interrupted_by
+        return ExitCode.of_signal(interrupted_by)
     if any(c.status == "error" or c.verdict == "error" for c in cells):
         return ExitCode.NOT_STARTED
     if any(c.verdict == "inconclusive" for c in cells):

@@ -27,7 +27,7 @@ from typing import Any
 from chaos.commands.stopping import Interrupted, StopFlag
 from chaos.deployment.environments import ReleaseSpec, build_environment
 from chaos.deployment.families import family
-from chaos.deployment.launcher import check_ws_available, read_versions
+from chaos.deployment.launcher import PROBE_WS_PATH, check_ws_available, read_versions
 from chaos.deployment.processes import die_with_parent
 from chaos.errors import ChaosError, DeploymentError, UsageError
 from chaos.optionmodel import changed_args, declared, option
@@ -49,6 +49,7 @@ from chaos.results import (
 )
 from chaos.run.gate import interrupted, verdict
 from chaos.run.options import ChaosOptions
+from chaos.scenarios import plan_scenarios
 
 log = logging.getLogger(__name__)
 
@@ -205,6 +206,16 @@ def prepare(config: SoakConfig) -> Prepared:
     versions = read_versions(python)
     family(config.options.server).check_release(versions)
     check_ws_available(config.options.ws, versions)
+    options = config.options
+    # The scenarios asked for must be able to happen in this release (exit 2, or a skipped matrix cell).
+    plan_scenarios(
+        options.scenarios,
+        versions=versions,
+        ws=options.ws,
+        own_ws=family(options.server).own_ws,
+        tls=options.tls,
+        probe_route=options.ws_path == PROBE_WS_PATH,
+    )
     return Prepared(python, versions, config.options.release or str(versions["uvicorn"]))
 
 

@@ -34,6 +34,7 @@ TABLES = [
             {"key": "mode", "title": "mode"},
             {"key": "target", "title": "target"},
             {"key": "pending", "title": "pending caught"},
+            {"key": "scenarios", "title": "by scenario"},
             {"key": "recovery", "title": "recovery (s)"},
             {"key": "exit", "title": "worker exit"},
         ],
@@ -42,6 +43,7 @@ TABLES = [
         "key": ERRORS_TABLE,
         "structure": [
             {"key": "side", "title": "side"},
+            {"key": "scenario", "title": "scenario"},
             {"key": "signature", "title": "signature"},
             {"key": "count", "title": "count"},
             {"key": "example", "title": "example"},
@@ -72,6 +74,7 @@ def extended_stats(summary: RunSummary) -> list[dict[str, Any]]:
             "mode": summary.mode,
             "target": f"{record.signal} to {record.role} {record.worker_pid}",
             "pending": record.pending,
+            "scenarios": ", ".join(f"{name} {n}" for name, n in sorted(record.pending_by_scenario.items()) if n),
             "recovery": "" if record.replacement_seconds is None else round(record.replacement_seconds, 2),
             "exit": record.exit_kind or "",
         }
@@ -80,8 +83,9 @@ def extended_stats(summary: RunSummary) -> list[dict[str, Any]]:
     ][:_MAX_ROWS]
     errors = [
         {
-            "name": f"{row.side}:{row.signature}",
+            "name": f"{row.side}:{row.scenario}:{row.signature}",
             "side": row.side,
+            "scenario": row.scenario,
             "signature": row.signature,
             "count": row.count,
             "example": row.example[:300],

@@ -23,6 +23,8 @@ UID = "handshake-chaos"
 TITLE = "handshake-chaos: handshake-time shutdown errors"
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 SELECTOR = 'release=~"$release", ws=~"$ws", mode=~"$mode"'
+# The series that carry a scenario (errors, outcomes, the signals that caught each one) are filtered by it too.
+SCENARIO_SELECTOR = SELECTOR + ', scenario=~"$scenario"'
 SIGNALS_SERIES = f"handshake_chaos_signals_total{{{SELECTOR}}}"
 
 
@@ -95,7 +97,7 @@ def _variable(name: str, label: str, query: str) -> dict[str, Any]:
 
 
 def panels() -> list[dict[str, Any]]:
-    errors = f"handshake_chaos_shutdown_errors_total{{{SELECTOR}}}"
+    errors = f"handshake_chaos_shutdown_errors_total{{{SCENARIO_SELECTOR}}}"
     return [
         _panel(
             10,
@@ -163,7 +165,7 @@ def panels() -> list[dict[str, Any]]:
             [
                 _target(
                     f"sum by (release, outcome) "
-                    f"(rate(handshake_chaos_handshakes_total{{{SELECTOR}}}[$__rate_interval]))",
+                    f"(rate(handshake_chaos_handshakes_total{{{SCENARIO_SELECTOR}}}[$__rate_interval]))",
                     "{{release}} {{outcome}}",
                 )
             ],
@@ -255,12 +257,13 @@ def panels() -> list[dict[str, Any]]:
             decimals=0,  # counts: whole numbers
         ),
         *mode_row(43),
+        *scenario_row(60),
     ]
 
 
 def mode_row(y: int) -> list[dict[str, Any]]:
     """The same run seen per chaos mode: which way of stopping the server breaks it, and how often."""
-    errors = f"handshake_chaos_shutdown_errors_total{{{SELECTOR}}}"
+    errors = f"handshake_chaos_shutdown_errors_total{{{SCENARIO_SELECTOR}}}"
     row = {
         "id": 20,
         "type": "row",
@@ -309,12 +312,74 @@ def mode_row(y: int) -> list[dict[str, Any]]:
             (0, y + 9, 24, 8),
             [
                 _target(
-                    f"sum by (mode, outcome) (rate(handshake_chaos_handshakes_total{{{SELECTOR}}}[$__rate_interval]))",
+                    "sum by (mode, outcome) "
+                    f"(rate(handshake_chaos_handshakes_total{{{SCENARIO_SELECTOR}}}[$__rate_interval]))",
                     "{{mode}} {{outcome}}",
                 )
             ],
             description="How handshakes ended under each chaos mode (a whole-deployment restart shows as a "
             "pause in accepts, not as refusals: clients wait in the listening socket's backlog).",
+            unit="reqps",
+        ),
+    ]
+
+
+def scenario_row(y: int) -> list[dict[str, Any]]:
+    """The run per handshake state: which state a shutdown breaks, and whether signals caught each one."""
+    errors = f"handshake_chaos_shutdown_errors_total{{{SCENARIO_SELECTOR}}}"
+    landed = f"handshake_chaos_scenario_signals_landed_total{{{SCENARIO_SELECTOR}}}"
+    row = {
+        "id": 30,
+        "type": "row",
+        "title": "By scenario (the state each handshake was in)",
+        "collapsed": False,
+        "gridPos": {"x": 0, "y": y, "w": 24, "h": 1},
+    }
+    return [
+        row,
+        _panel(
+            31,
+            "Shutdown errors by scenario and signature (time range)",
+            "table",
+            (0, y + 1, 12, 8),
+            [
+                _target(
+                    f"round(sum by (release, scenario, side, signature) (increase({errors}[$__range]))) > 0",
+                    instant=True,
+                    table=True,
+                )
+            ],
+            transformations=[{"id": "organize", "options": {"excludeByName": {"Time": True}}}],
+            description="Every handshake-time shutdown error in the time range by the state it was found in. "
+            '"mixed": a server-side error whose worker held handshakes of several scenarios when signalled.',
+            unit="none",
+            decimals=0,
+        ),
+        _panel(
+            32,
+            "Signals that caught each scenario pending (time range)",
+            "bargauge",
+            (12, y + 1, 12, 8),
+            [_target(f"round(sum by (scenario) (increase({landed}[$__range])))", "{{scenario}}", instant=True)],
+            description="A pass needs every scenario of the run caught by at least one signal: a state no signal "
+            "found pending was not tested.",
+            unit="none",
+            decimals=0,
+        ),
+        _panel(
+            33,
+            "Handshake outcomes per second by scenario",
+            "timeseries",
+            (0, y + 9, 24, 8),
+            [
+                _target(
+                    "sum by (scenario, outcome) "
+                    f"(rate(handshake_chaos_handshakes_total{{{SCENARIO_SELECTOR}}}[$__rate_interval]))",
+                    "{{scenario}} {{outcome}}",
+                )
+            ],
+            description="What a clean shutdown does differs by state: a 500/503 for a pending upgrade, the denial's "
+            "own status for a denial, a 1012 close after an accept; a closed connection for a request never whole.",
             unit="reqps",
         ),
     ]
@@ -364,6 +429,11 @@ def variables() -> list[dict[str, Any]]:
             "mode",
             "Chaos mode",
             'label_values(handshake_chaos_target_info{release=~"$release", ws=~"$ws"}, mode)',
+        ),
+        _variable(
+            "scenario",
+            "Scenario",
+            f"label_values(handshake_chaos_handshakes_total{{{SELECTOR}}}, scenario)",
         ),
     ]
 

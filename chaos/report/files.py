@@ -36,17 +36,19 @@ def markdown_report(summary: RunSummary) -> str:
         "",
         "## Handshake-time shutdown errors",
         "",
-        "| side | signature | count | example | reference |",
-        "|---|---|---:|---|---|",
+        "| side | scenario | signature | count | example | reference |",
+        "|---|---|---|---:|---|---|",
     ]
     for row in summary.errors:
         example = (row.example or "").replace("|", "\\|")[:160]
         regression = f" **{row.regression_line()}**" if row.regression_fixed_in else ""
         lines.append(
-            f"| {row.side} | `{row.signature}` | {row.count} | {example} | {row.reference or ''}{regression} |"
+            f"| {row.side} | {row.scenario} | `{row.signature}` | {row.count} | {example} | "
+            f"{row.reference or ''}{regression} |"
         )
     if not summary.errors:
-        lines.append("| | none | 0 | | |")
+        lines.append("| | | none | 0 | | |")
+    lines += _scenario_section(summary)
     lines += [
         "",
         "## Signals",
@@ -65,6 +67,19 @@ def markdown_report(summary: RunSummary) -> str:
     lines += ["", "## Outcomes", "", "| outcome | count |", "|---|---:|"]
     lines += [f"| {outcome} | {count} |" for outcome, count in summary.outcomes.items()]
     return "\n".join(lines) + "\n"
+
+
+def _scenario_section(summary: RunSummary) -> list[str]:
+    if not summary.scenarios and not summary.skipped_scenarios:
+        return []
+    lines = ["", "## Scenarios", "", "| scenario | caught by signals | outcomes |", "|---|---:|---|"]
+    landed = summary.signals.landed_by_scenario
+    for name in summary.scenarios:
+        outcomes = ", ".join(f"{o} {n}" for o, n in summary.outcomes_by_scenario.get(name, {}).items())
+        lines.append(f"| {name} | {landed.get(name, 0)} | {outcomes} |")
+    for name, why in summary.skipped_scenarios.items():
+        lines.append(f"| {name} | skipped | {why} |")
+    return lines
 
 
 def write_markdown_report(summary: RunSummary, path: Path) -> None:

@@ -12,6 +12,7 @@ COLUMNS = (
     "ws",
     "mode",
     "server",
+    "scenario",
     "verdict",
     "server errors",
     "client errors",
@@ -30,7 +31,9 @@ def rows(result: MatrixResult) -> list[list[str]]:
     table = []
     for cell in result.cells:
         if cell.status != "ran":
-            table.append([cell.release, cell.ws, cell.mode, cell.server, cell.status, cell.reason, "", "", "", ""])
+            table.append(
+                [cell.release, cell.ws, cell.mode, cell.server, cell.scenario, cell.status, cell.reason, "", "", "", ""]
+            )
             continue
         verdict = cell.verdict + (" (expected)" if cell.verdict == "fail" and cell.expected_fail else "")
         if cell.new_signatures:
@@ -42,6 +45,7 @@ def rows(result: MatrixResult) -> list[list[str]]:
                 cell.ws,
                 cell.mode,
                 cell.server,
+                cell.scenario,
                 verdict,
                 _errors(cell, "server"),
                 _errors(cell, "client"),

@@ -142,11 +142,22 @@ def soak_page(summary: RunSummary) -> str:
     )
     errors = (
         "".join(
-            f"<tr><td>{_e(r.side)}</td><td><code>{_e(r.signature)}</code></td><td class='n'>{r.count}</td>"
+            f"<tr><td>{_e(r.side)}</td><td>{_e(r.scenario)}</td><td><code>{_e(r.signature)}</code></td>"
+            f"<td class='n'>{r.count}</td>"
             f"<td>{_e(r.example[:240])}</td><td>{_link(r.reference)}{_regression(r)}</td></tr>"
             for r in summary.errors
         )
-        or "<tr><td colspan='5'>none</td></tr>"
+        or "<tr><td colspan='6'>none</td></tr>"
+    )
+    landed = signals.landed_by_scenario
+    scenarios = "".join(
+        f"<tr><td>{_e(name)}</td><td class='n'>{landed.get(name, 0)}</td><td>"
+        + _e(", ".join(f"{o} {n}" for o, n in summary.outcomes_by_scenario.get(name, {}).items()))
+        + "</td></tr>"
+        for name in summary.scenarios
+    ) + "".join(
+        f"<tr><td>{_e(name)}</td><td>skipped</td><td>{_e(why)}</td></tr>"
+        for name, why in summary.skipped_scenarios.items()
     )
     rows = "".join(_signal_row(r, summary.started) for r in signals.records if not r.dry_run)
     rows = rows or "<tr><td colspan='6'>no signal sent</td></tr>"
@@ -180,7 +191,9 @@ td.n {{ text-align: right; font-variant-numeric: tabular-nums; }}
 <h2>Timeline</h2>
 {timeline_svg(summary)}
 <h2>Handshake-time shutdown errors</h2>
-<table><tr><th>side</th><th>signature</th><th>count</th><th>example</th><th>reference</th></tr>{errors}</table>
+<table><tr><th>side</th><th>scenario</th><th>signature</th><th>count</th><th>example</th><th>reference</th></tr>{errors}</table>
+<h2>Scenarios</h2>
+<table><tr><th>scenario</th><th>caught by signals</th><th>outcomes</th></tr>{scenarios}</table>
 <h2>Under test</h2>
 <table>{versions}</table>
 <h2>Signals</h2>

@@ -2,21 +2,36 @@
 
 from __future__ import annotations
 
-from chaos.results import ErrorRow, RunSummary
+from chaos.results import MIXED, ErrorRow, RunSummary
 
 
 def error_table(errors: list[ErrorRow]) -> list[str]:
     if not errors:
         return ["    (none)"]
     width = max(len(row.signature) for row in errors)
-    lines = [f"    {'side':<7} {'signature':<{width}} {'count':>6}  example"]
+    states = max(len("scenario"), *(len(row.scenario) for row in errors))
+    lines = [f"    {'side':<7} {'scenario':<{states}} {'signature':<{width}} {'count':>6}  example"]
+    blank = f"    {'':<7} {'':<{states}} {'':<{width}} {'':>6}"
     for row in errors:
-        lines.append(f"    {row.side:<7} {row.signature:<{width}} {row.count:>6}  {(row.example or '')[:100]}")
+        example = (row.example or "")[:100]
+        lines.append(f"    {row.side:<7} {row.scenario:<{states}} {row.signature:<{width}} {row.count:>6}  {example}")
         if row.reference:
-            lines.append(f"    {'':<7} {'':<{width}} {'':>6}  see {row.reference}")
+            lines.append(f"{blank}  see {row.reference}")
         regression = row.regression_line()
         if regression:
-            lines.append(f"    {'':<7} {'':<{width}} {'':>6}  REGRESSION: {regression}")
+            lines.append(f"{blank}  REGRESSION: {regression}")
+    return lines
+
+
+def scenario_lines(summary: RunSummary) -> list[str]:
+    """Each scenario run: the signals that caught it pending, and its outcomes; then those skipped, and why."""
+    lines: list[str] = []
+    landed = summary.signals.landed_by_scenario
+    for name in summary.scenarios:
+        outcomes = ", ".join(f"{o} {n}" for o, n in summary.outcomes_by_scenario.get(name, {}).items()) or "none"
+        lines.append(f"    {name:<15} caught by {landed.get(name, 0):>3} signals; {outcomes}")
+    for name, why in summary.skipped_scenarios.items():
+        lines.append(f"    {name:<15} skipped: {why}")
     return lines
 
 
@@ -42,6 +57,9 @@ def format_summary(summary: RunSummary) -> str:
     if summary.worker_exits:
         exits = ", ".join(f"{kind} {count}" for kind, count in summary.worker_exits.items())
         lines.append(f"  signalled workers exited: {exits}")
+    if summary.scenarios or summary.skipped_scenarios:
+        lines.append("  scenarios (the state each handshake was held in):")
+        lines.extend(scenario_lines(summary))
     lines.append("  outcomes:")
     for name, count in summary.outcomes.items():
         lines.append(f"    {name:<22} {count}")
@@ -49,6 +67,11 @@ def format_summary(summary: RunSummary) -> str:
         lines.append("    (no handshake attempted)")
     lines.append("  handshake-time shutdown errors:")
     lines.extend(error_table(summary.errors))
+    if any(row.scenario == MIXED for row in summary.errors):
+        lines.append(
+            f"  scenario {MIXED!r}: the worker held handshakes of several scenarios when its signal landed, and its "
+            "log cannot say which one an error came from"
+        )
     if summary.ambiguous_server_errors:
         lines.append(
             f"  {summary.ambiguous_server_errors} server errors were logged without a pid while several workers "

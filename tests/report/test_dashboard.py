@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from chaos.deployment.environments import ReleaseSpec, build_environment
-from chaos.report.dashboard import dashboard, render
+from chaos.report.dashboard import SCENARIO_SELECTOR, dashboard, render
 from tests.helpers import ROOT, assert_gone, free_port, read_summary, scrape, wait_until
 
 DASHBOARDS = ROOT / "dashboards"
@@ -48,14 +48,37 @@ def _data_panels(board: dict[str, Any]) -> list[dict[str, Any]]:
     return [panel for panel in board["panels"] if panel["type"] != "row"]
 
 
+def _row_panels(board: dict[str, Any], title: str) -> list[dict[str, Any]]:
+    """The data panels under the row titled ``title``, down to the next row."""
+    rows = sorted((p for p in board["panels"] if p["type"] == "row"), key=lambda p: p["gridPos"]["y"])
+    [row] = [r for r in rows if r["title"] == title]
+    below = [r["gridPos"]["y"] for r in rows if r["gridPos"]["y"] > row["gridPos"]["y"]]
+    end = min(below, default=10**6)
+    return [p for p in _data_panels(board) if row["gridPos"]["y"] < p["gridPos"]["y"] < end]
+
+
 def test_the_mode_row_breaks_the_run_down_by_chaos_mode():
     board = dashboard()
-    [row] = [panel for panel in board["panels"] if panel["type"] == "row"]
-    below = [p for p in _data_panels(board) if p["gridPos"]["y"] > row["gridPos"]["y"]]
-    assert row["title"] == "By chaos mode" and len(below) == 3
+    below = _row_panels(board, "By chaos mode")
+    assert len(below) == 3
     assert all("mode" in _grouping(t["expr"]) for p in below for t in p["targets"])
     variables = {v["name"]: v for v in board["templating"]["list"]}
     assert "handshake_chaos_target_info" in variables["mode"]["definition"]
+
+
+def test_the_scenario_row_breaks_the_run_down_by_handshake_state():
+    board = dashboard()
+    below = _row_panels(board, "By scenario (the state each handshake was in)")
+    assert len(below) == 3
+    assert all("scenario" in _grouping(t["expr"]) for p in below for t in p["targets"])
+    variables = {v["name"]: v for v in board["templating"]["list"]}
+    assert 'scenario=~"$scenario"' not in variables["scenario"]["definition"]  # it lists every scenario
+    # Every query of a series that carries a scenario filters by $scenario; no other series is asked to.
+    for _where, expr, _instant in _queries(board):
+        for name in ("shutdown_errors_total", "handshakes_total", "scenario_signals_landed_total"):
+            if f"handshake_chaos_{name}{{" in expr:
+                assert f"handshake_chaos_{name}{{{SCENARIO_SELECTOR}}}" in expr, expr
+        assert f"signals_total{{{SCENARIO_SELECTOR}}}" not in expr
 
 
 def test_the_json_is_generated_from_the_code():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from chaos.report.files import markdown_report
 from chaos.report.matrix_tables import html_page, markdown, terminal
+from chaos.report.page import soak_page
 from chaos.report.text import format_summary
 from tests.helpers import SIGNATURE_596, matrix_result, run_summary
 
@@ -11,10 +12,28 @@ from tests.helpers import SIGNATURE_596, matrix_result, run_summary
 def test_markdown_report_shows_the_gate_errors_signals_and_outcomes():
     text = markdown_report(run_summary())
     assert "**Gate: fail** (exit 1)" in text
-    assert f"| server | `{SIGNATURE_596}` | 9 | LocalProtocolError: Event \\| CloseConnection | uvicorn #596 |" in text
+    row = f"| server | hold-accept | `{SIGNATURE_596}` | 9 | LocalProtocolError: Event \\| CloseConnection |"
+    assert row + " uvicorn #596 |" in text
     assert "- sent: 2, landed on a worker holding pending handshakes: 1" in text
     assert "| 1 | 4599 | 12 | 0.20 | 0.40 | crash |" in text
     assert "| http_500 | 9 |" in text and "| gunicorn | 20.1.0 |" in text
+
+
+def test_every_report_says_what_each_scenario_did_and_why_one_was_skipped():
+    summary = run_summary()
+    summary.scenarios = ["hold-accept", "deny-stream"]
+    summary.skipped_scenarios = {"tls-handshake": "needs --tls"}
+    summary.outcomes_by_scenario = {"hold-accept": {"http_500": 9}, "deny-stream": {"http_403": 4}}
+    summary.signals.landed_by_scenario = {"hold-accept": 1}
+    summary.errors[0].scenario = "mixed"
+    markdown, text, page = markdown_report(summary), format_summary(summary), soak_page(summary)
+    assert "| deny-stream | 0 | http_403 4 |" in markdown and "| tls-handshake | skipped | needs --tls |" in markdown
+    assert "| server | mixed |" in markdown
+    assert (
+        "deny-stream     caught by   0 signals; http_403 4" in text and "tls-handshake   skipped: needs --tls" in text
+    )
+    assert "scenario 'mixed': the worker held handshakes of several scenarios" in text
+    assert "<td>deny-stream</td><td class='n'>0</td><td>http_403 4</td>" in page and "<td>mixed</td>" in page
 
 
 def test_terminal_summary():

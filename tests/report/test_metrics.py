@@ -16,8 +16,8 @@ from chaos.results import ErrorRow, bounded_outcome
 from tests.helpers import ROOT, free_port, scrape, signal_record, wait_until
 
 SPEC_METRICS = {
-    "handshake_chaos_shutdown_errors": {"release", "ws", "mode", "side", "signature"},
-    "handshake_chaos_handshakes": {"release", "ws", "mode", "outcome"},
+    "handshake_chaos_shutdown_errors": {"release", "ws", "mode", "scenario", "side", "signature"},
+    "handshake_chaos_handshakes": {"release", "ws", "mode", "scenario", "outcome"},
     "handshake_chaos_signals": {"release", "ws", "mode", "signal", "role"},
     "handshake_chaos_target_info": {"release", "ws", "uvicorn", "gunicorn", "python"},
 }
@@ -51,13 +51,47 @@ def _snapshot(**changes: Any) -> MetricsSnapshot:
 def test_a_clean_registry_shows_zeros_not_nothing():
     registry = CollectorRegistry()
     registry.register(ChaosCollector(_snapshot))
-    labels = {"release": "0.20.0", "ws": "wsproto", "mode": "worker-term"}
+    labels = {"release": "0.20.0", "ws": "wsproto", "mode": "worker-term", "scenario": "hold-accept"}
     value = registry.get_sample_value(
         "handshake_chaos_shutdown_errors_total",
         {**labels, "side": "server", "signature": "uvicorn_596_wsproto_close_during_handshake"},
     )
     assert value == 0.0
     assert registry.get_sample_value("handshake_chaos_handshakes_total", {**labels, "outcome": "accepted"}) == 0.0
+    run = {"release": "0.20.0", "ws": "wsproto", "mode": "worker-term"}
+    assert (
+        registry.get_sample_value("handshake_chaos_scenario_signals_landed_total", {**run, "scenario": "hold-accept"})
+        == 0
+    )
+
+
+def test_every_scenario_of_the_run_has_its_series_and_mixed_errors_say_so():
+    registry = CollectorRegistry()
+    errors = [
+        ErrorRow("server", "worker_crash_during_shutdown", 2, "...", scenario="mixed"),
+        ErrorRow("client", "handshake_dropped", 3, "...", scenario="deny-stream"),
+    ]
+    records = [signal_record(1, pending=4, settled=True, pending_by_scenario={"deny-stream": 3, "hold-accept": 1})]
+    snapshot = _snapshot(
+        scenarios=("hold-accept", "deny-stream"),
+        outcomes={"deny-stream": {"dropped": 3, "http_403": 5}, "hold-accept": {"http_500": 1}},
+        errors=errors,
+        records=records,
+    )
+    registry.register(ChaosCollector(lambda: snapshot))
+    run = {"release": "0.20.0", "ws": "wsproto", "mode": "worker-term"}
+
+    def value(name: str, **labels: str) -> float | None:
+        return registry.get_sample_value(name, {**run, **labels})
+
+    assert value("handshake_chaos_handshakes_total", scenario="deny-stream", outcome="http_403") == 5
+    assert value("handshake_chaos_handshakes_total", scenario="deny-stream", outcome="accepted") == 0
+    errors_total = "handshake_chaos_shutdown_errors_total"
+    assert value(errors_total, scenario="mixed", side="server", signature="worker_crash_during_shutdown") == 2
+    assert value(errors_total, scenario="deny-stream", side="client", signature="handshake_dropped") == 3
+    assert value(errors_total, scenario="hold-accept", side="client", signature="handshake_dropped") == 0
+    landed = "handshake_chaos_scenario_signals_landed_total"
+    assert value(landed, scenario="deny-stream") == 1 and value(landed, scenario="hold-accept") == 1
 
 
 def test_the_collector_yields_exactly_the_declared_metrics():
@@ -109,10 +143,11 @@ def test_scrapes_compute_from_the_live_totals():
         signal_record(2, time=1.0, worker_pid=102, pending=0),  # not settled yet: no exposure observation
         signal_record(3, time=2.0, worker_pid=103, pending=5, dry_run=True),  # dry run: never counted as sent
     ]
-    live = {"outcomes": {"accepted": 3, "x" * 40: 1}, "records": records[:1]}
+    live = {"outcomes": {"hold-accept": {"accepted": 3, "x" * 40: 1}}, "records": records[:1]}
     registry = CollectorRegistry()
     registry.register(ChaosCollector(lambda: _snapshot(**live)))
     labels = {"release": "0.20.0", "ws": "wsproto", "mode": "worker-term"}
+    scenario = {**labels, "scenario": "hold-accept"}
     assert (
         registry.get_sample_value("handshake_chaos_signals_total", {**labels, "signal": "TERM", "role": "worker"}) == 1
     )
@@ -128,11 +163,11 @@ def test_scrapes_compute_from_the_live_totals():
     assert registry.get_sample_value("handshake_chaos_term_exposure_handshakes_bucket", {**labels, "le": "5.0"}) == 0
     assert registry.get_sample_value("handshake_chaos_term_exposure_handshakes_bucket", {**labels, "le": "10.0"}) == 1
     assert registry.get_sample_value("handshake_chaos_worker_exits_total", {**labels, "kind": "crash"}) == 1
-    assert registry.get_sample_value("handshake_chaos_handshakes_total", {**labels, "outcome": "other"}) == 1
+    assert registry.get_sample_value("handshake_chaos_handshakes_total", {**scenario, "outcome": "other"}) == 1
     assert (
         registry.get_sample_value(
             "handshake_chaos_shutdown_errors_total",
-            {**labels, "side": "server", "signature": "uvicorn_596_wsproto_close_during_handshake"},
+            {**scenario, "side": "server", "signature": "uvicorn_596_wsproto_close_during_handshake"},
         )
         == 4
     )

@@ -92,3 +92,27 @@ def test_only_the_test_under_way_counts():
     assert settled([], earlier, GatePolicy(), _EVIDENCE, since=3.5) is None
     assert settled([_596_ROW], earlier, GatePolicy(), _EVIDENCE, last_error_time=2.5, since=3.5) is None
     assert settled([], earlier, GatePolicy(), _EVIDENCE, since=1.0) is not None
+
+
+def test_a_pass_needs_every_scenario_caught_or_it_is_inconclusive():
+    passed = decide([], 3, GatePolicy(), uncaught=[])
+    assert passed.verdict == "pass"
+    missing = decide([], 3, GatePolicy(), uncaught=["deny-stream", "accept-send"])
+    assert missing.verdict == "inconclusive" and missing.exit_code == 3
+    assert "no signal caught a pending handshake of accept-send, deny-stream" in missing.reason
+    # Errors fail whatever was caught.
+    assert decide(_rows(**{_596: 1}), 3, GatePolicy(), uncaught=["deny-stream"]).verdict == "fail"
+
+
+def test_mixed_scenarios_settle_a_pass_only_on_evidence_for_each():
+    def record(number: int, **by_scenario: int) -> SignalRecord:
+        return signal_record(
+            number, pending=sum(by_scenario.values()), settled=True, pending_by_scenario=dict(by_scenario)
+        )
+
+    scenarios = ("hold-accept", "deny-stream")
+    one_sided = [record(n, **{"hold-accept": 12}) for n in range(1, 5)]
+    assert settled([], one_sided, GatePolicy(), _EVIDENCE, scenarios=scenarios) is None
+    both = [record(n, **{"hold-accept": 6, "deny-stream": 5}) for n in range(1, 4)]
+    reason = settled([], both, GatePolicy(), _EVIDENCE, scenarios=scenarios)
+    assert reason is not None and "for each of 2 scenarios, 3 signals caught at least 5" in reason
