@@ -278,6 +278,9 @@ class Reach(JsonRecord):
     exit_kind: ExitKind | None = None
     # What the pending handshakes were doing, by scenario (empty while the answers are elsewhere).
     pending_by_scenario: dict[str, int] = field(default_factory=dict)
+    # How many were verifiably in their scenario's state when the signal landed: counted by the
+    # probe itself (the states it holds) or by the client (the states it holds), by scenario.
+    in_state_by_scenario: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(kw_only=True)
@@ -304,6 +307,9 @@ class SignalRecord(JsonRecord):
     master_pid: int | None = None  # the master it went to, or whose worker it was
     # The pending handshakes it caught by scenario (the state each was in): sums to ``pending``.
     pending_by_scenario: dict[str, int] = field(default_factory=dict)
+    # Of the workers it reached, the handshakes verifiably in their scenario's state as it landed
+    # (the probe's own count for the states it holds, the client's for those it holds).
+    in_state_by_scenario: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass

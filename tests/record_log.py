@@ -77,7 +77,7 @@ def record(
                 time.sleep(0.02)
             assert target.master is not None
             oldest = target.master.workers()[0].pid
-            held, _ = ledger.mark(0, worker_peers(oldest, target.port), time.time(), commit=False)
+            held = ledger.mark(0, worker_peers(oldest, target.port), time.time(), commit=False).pending.total()
             controller = RollingSignalController(target.master, ControllerConfig(interval=0, jitter=0, max_signals=1))
             controller.run(threading.Event())
             for client in clients:

@@ -252,7 +252,7 @@ def hold_handshake(
     early = behaviour in ("trickle-request", "paused-tls")
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # before TLS takes the socket over
     local: Address = sock.getsockname()[:2]
-    flight = ledger.begin(local, scenario) if ledger is not None and early else None
+    flight = ledger.begin(local, scenario, client_held=True) if ledger is not None and early else None
     stream: _Stream = sock
     try:
         if uri.secure:
@@ -268,6 +268,8 @@ def hold_handshake(
             except (ssl.SSLError, OSError) as exc:
                 outcome = TIMEOUT if isinstance(exc, TimeoutError) else _tls_failure(exc)
                 return _ended(ledger, local, flight, attempt.result(outcome, detail=f"TLS: {exc}"))
+            if behaviour == "paused-tls" and flight is not None:
+                flight.release()  # the TLS handshake is done: the rest is an ordinary request
         protocol = ClientProtocol(uri)
         protocol.send_request(protocol.connect())
         if flight is None and ledger is not None:
@@ -275,6 +277,8 @@ def hold_handshake(
         try:
             if behaviour == "trickle-request":
                 _trickle(stream, protocol, client_hold)
+                if flight is not None:
+                    flight.release()
             elif behaviour == "slow-read":
                 _flush(stream, protocol)
                 time.sleep(client_hold)  # the answer (101 and a first frame) waits, in flight
@@ -347,6 +351,8 @@ def _await_first_frame(
 ) -> None:
     """accept-send: the app's first frame, whole; a cut one is ``frame_truncated``, a close is its code."""
     if _first_frame_in(attempt.leftover, handshake):
+        attempt.leftover = [event for event in attempt.leftover if not _is_data_frame(event)]
+        _acknowledge(stream, protocol, handshake)
         return
     deadline = time.monotonic() + _FIRST_FRAME_SECONDS
     while (remaining := deadline - time.monotonic()) > 0:
@@ -365,9 +371,17 @@ def _await_first_frame(
         events = protocol.events_received()
         if _first_frame_in(events, handshake):
             attempt.leftover = [event for event in events if not _is_data_frame(event)]
+            _acknowledge(stream, protocol, handshake)
             return
     handshake.outcome = FRAME_TRUNCATED
     handshake.detail = f"the first frame was not whole within {_FIRST_FRAME_SECONDS:g}s"
+
+
+def _acknowledge(stream: _Stream, protocol: ClientProtocol, handshake: HandshakeResult) -> None:
+    """The probe holds its accept-send state until told the whole first frame came."""
+    if handshake.outcome == ACCEPTED:
+        protocol.send_text(b"first frame whole")
+        _flush(stream, protocol)
 
 
 def _is_data_frame(event: object) -> bool:

@@ -23,12 +23,34 @@ _RECENT_SECONDS = 10.0
 
 
 @dataclass
+class Caught:
+    """What one signal caught among this process's handshakes."""
+
+    pending: Counter[str]  # by scenario
+    held: Counter[str]  # of those, still held in their state by the client itself, by scenario
+    late: list[Flight]  # already ended: judged now
+
+
+@dataclass
 class Flight:
     """One handshake between request and response."""
 
     started: float
     scenario: str = "hold-accept"
     exposed_by: int | None = None
+    # The client itself holds its scenario's state (its request unfinished, its TLS handshake paused)
+    # from ``started`` until ``released`` (None: still holding).
+    client_held: bool = False
+    released: float | None = None
+
+    def release(self) -> None:
+        """The client let go of its state: the request is whole, the TLS handshake done."""
+        if self.released is None:
+            self.released = time.time()
+
+    def held_at(self, moment: float) -> bool:
+        return self.client_held and self.started <= moment and (self.released is None or moment < self.released)
+
     ended: float | None = None
     payload: object | None = None
 
@@ -41,8 +63,8 @@ class HandshakeLedger:
         self._recent: deque[tuple[Address, Flight]] = deque()
         self._lock = threading.Lock()
 
-    def begin(self, address: Address, scenario: str = "hold-accept") -> Flight:
-        flight = Flight(started=time.time(), scenario=scenario)
+    def begin(self, address: Address, scenario: str = "hold-accept", client_held: bool = False) -> Flight:
+        flight = Flight(started=time.time(), scenario=scenario, client_held=client_held)
         with self._lock:
             self._in_flight[address] = flight
         return flight
@@ -60,16 +82,16 @@ class HandshakeLedger:
                 self._recent.popleft()
         return flight
 
-    def mark(
-        self, signal_id: int, peers: frozenset[Address], snapshot_time: float, commit: bool = True
-    ) -> tuple[Counter[str], list[Flight]]:
+    def mark(self, signal_id: int, peers: frozenset[Address], snapshot_time: float, commit: bool = True) -> Caught:
         """Attributes to ``signal_id`` every handshake of ``peers`` pending at ``snapshot_time``.
 
-        Returns how many there were by scenario, and the flights among them that have already
-        ended (their outcome is known, so the caller judges them now). ``commit=False`` only
-        counts (a dry-run signal caught nothing).
+        Returns how many there were by scenario, how many of those the client itself still held
+        in its scenario's state, and the flights among them that have already ended (their
+        outcome is known, so the caller judges them now). ``commit=False`` only counts (a dry-run
+        signal caught nothing).
         """
         pending: Counter[str] = Counter()
+        held: Counter[str] = Counter()
         late: list[Flight] = []
         with self._lock:
             for address in peers:
@@ -78,6 +100,7 @@ class HandshakeLedger:
                     if commit:
                         flight.exposed_by = signal_id
                     pending[flight.scenario] += 1
+                    held[flight.scenario] += flight.held_at(snapshot_time)
             for address, flight in self._recent:
                 if (
                     address in peers
@@ -85,10 +108,11 @@ class HandshakeLedger:
                     and flight.started <= snapshot_time < (flight.ended or 0)
                 ):
                     pending[flight.scenario] += 1
+                    held[flight.scenario] += flight.held_at(snapshot_time)
                     if commit:
                         flight.exposed_by = signal_id
                         late.append(flight)
-        return pending, late
+        return Caught(pending, +held, late)
 
     def __len__(self) -> int:
         return len(self._in_flight)

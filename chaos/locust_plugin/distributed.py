@@ -66,6 +66,8 @@ class BroadcastExposure:
             for scenario, count in dict(msg.data.get("by_scenario") or {}).items():
                 record.pending += int(count)
                 record.pending_by_scenario[scenario] = record.pending_by_scenario.get(scenario, 0) + int(count)
+            for scenario, count in dict(msg.data.get("held") or {}).items():
+                record.in_state_by_scenario[scenario] = record.in_state_by_scenario.get(scenario, 0) + int(count)
             due = self._due.get(record.id)
             if due is not None:
                 self._due[record.id] = (due[0] - 1, due[1])
@@ -90,9 +92,14 @@ class WorkerSide:
     def _on_signal(self, environment: Any, msg: Any, **_kwargs: Any) -> None:
         data = msg.data
         peers = frozenset((str(host), int(port)) for host, port in data["peers"])
-        pending, late = self.ledger.mark(int(data["id"]), peers, float(data["time"]))
-        self.recorder.caught_late(late)
-        answer = {"id": data["id"], "pending": sum(pending.values()), "by_scenario": dict(pending)}
+        caught = self.ledger.mark(int(data["id"]), peers, float(data["time"]))
+        self.recorder.caught_late(caught.late)
+        answer = {
+            "id": data["id"],
+            "pending": sum(caught.pending.values()),
+            "by_scenario": dict(caught.pending),
+            "held": dict(caught.held),
+        }
         environment.runner.send_message(EXPOSURE_MESSAGE, answer)
 
     def report(self, data: dict[str, Any]) -> None:

@@ -7,16 +7,15 @@ broadcast to its workers instead (``chaos.locust_plugin.distributed``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Protocol
 
 from chaos.detect.client import ClientRecorder
-from chaos.load.ledger import HandshakeLedger
+from chaos.load.ledger import Caught, HandshakeLedger
 from chaos.results import Address, SignalRecord
 
 
 class ExposureStrategy(Protocol):
-    def resolve(self, record: SignalRecord, peers: frozenset[Address]) -> Mapping[str, int] | None:
+    def resolve(self, record: SignalRecord, peers: frozenset[Address]) -> Caught | None:
         """Marks the handshakes of ``peers`` the signal caught; returns how many by scenario (None: the
         answers come later, into ``record``)."""
 
@@ -34,10 +33,10 @@ class LocalExposure:
         self.recorder = recorder
         self.ledger = ledger if ledger is not None else HandshakeLedger()
 
-    def resolve(self, record: SignalRecord, peers: frozenset[Address]) -> Mapping[str, int]:
-        pending, late = self.ledger.mark(record.id, peers, record.time, commit=not record.dry_run)
-        self.recorder.caught_late(late)
-        return pending
+    def resolve(self, record: SignalRecord, peers: frozenset[Address]) -> Caught:
+        caught = self.ledger.mark(record.id, peers, record.time, commit=not record.dry_run)
+        self.recorder.caught_late(caught.late)
+        return caught
 
     def pending(self) -> int:
         return len(self.ledger)

@@ -136,7 +136,8 @@ class ChaosSession:
         if attached.error_log is not None:
             tail = FileTail(attached.error_log, from_start=self.embedded, line_format=self.options.line_format())
             self.detector = ServerDetector(tail, self._server_error)
-        self.signals.attach(attached.listen_port, self.detector)
+        states_dir = attached.deployment.ready_dir if attached.deployment is not None else None
+        self.signals.attach(attached.listen_port, self.detector, states_dir)
         self._spawn(self._background_loop, "handshake-chaos-detector")
         return self.host
 

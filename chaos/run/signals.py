@@ -10,7 +10,9 @@ count it. How each reached worker exited is read from the log once the master ha
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable
+from pathlib import Path
 
 from chaos.deployment.processes import worker_peers
 from chaos.detect.server import EXIT_SEVERITY, ServerDetector
@@ -32,6 +34,9 @@ class SignalBook:
         self._replaced: list[SignalRecord] = []  # recovered, waiting for exposure answers
         self._exits_unknown: list[SignalRecord] = []  # recovered, the master's verdict not logged yet
         self.listeners: list[Callable[[SignalRecord], None]] = []  # told of each signal as it is sent
+        # Where the probe's workers write the states they hold (the embedded deployment's ready dir).
+        self.states_dir: Path | None = None
+        self._probe_states: dict[int, dict[str, int]] = {}
 
     def scenario_of(self, pid: int | None, running: tuple[str, ...]) -> str:
         """The scenario a server-side error of worker ``pid`` was found in: the only one ``running``, or
@@ -49,19 +54,22 @@ class SignalBook:
             return caught[0] if len(caught) == 1 else MIXED
         return MIXED
 
-    def attach(self, listen_port: int | None, detector: ServerDetector | None) -> None:
-        """What the run found at start: where the workers listen, and the log follower (if any)."""
+    def attach(self, listen_port: int | None, detector: ServerDetector | None, states_dir: Path | None = None) -> None:
+        """What the run found at start: where the workers listen, the log follower, the probe's states (if any)."""
         self.listen_port = listen_port
         self.detector = detector
+        self.states_dir = states_dir
 
     @property
     def records(self) -> list[SignalRecord]:
         return self.state.records
 
     def snapshot(self, pid: int) -> frozenset[Address]:
-        """The worker's client connections, and where the log stands, just before it is signalled."""
+        """The worker's client connections, where the log stands, and the states its probe counts, just
+        before it is signalled."""
         if self.detector is not None:
             self._log_positions[pid] = self.detector.tail.position()
+        self._probe_states[pid] = read_probe_states(self.states_dir, pid) if self.states_dir else {}
         return worker_peers(pid, self.listen_port) if self.listen_port else frozenset()
 
     def on_signal(self, record: SignalRecord, peers_by_worker: dict[int, frozenset[Address]]) -> int | None:
@@ -71,14 +79,22 @@ class SignalBook:
             position = self._log_positions.pop(pid, None)
             if not record.dry_run and self.detector is not None:
                 self.detector.open_window(pid, position)
-            by_scenario = self.exposure.resolve(record, peers)
-            if by_scenario is None:
-                record.reach.append(Reach(pid, None))
+            caught = self.exposure.resolve(record, peers)
+            # The probe's count of the states it holds; the client's of those it holds (added as answers come).
+            in_state = dict(self._probe_states.pop(pid, {}))
+            if caught is not None:
+                for name, count in caught.held.items():
+                    in_state[name] = in_state.get(name, 0) + count
+            for name, count in in_state.items():
+                record.in_state_by_scenario[name] = record.in_state_by_scenario.get(name, 0) + count
+            if caught is None:
+                record.reach.append(Reach(pid, None, in_state_by_scenario=in_state))
                 total = None
                 continue
-            pending = sum(by_scenario.values())
-            record.reach.append(Reach(pid, pending, pending_by_scenario=dict(by_scenario)))
-            for name, count in by_scenario.items():
+            pending = sum(caught.pending.values())
+            reach = Reach(pid, pending, pending_by_scenario=dict(caught.pending), in_state_by_scenario=in_state)
+            record.reach.append(reach)
+            for name, count in caught.pending.items():
                 record.pending_by_scenario[name] = record.pending_by_scenario.get(name, 0) + count
             total = None if total is None else total + pending
         for listener in self.listeners:
@@ -129,6 +145,17 @@ class SignalBook:
             kinds.append(kind)
         worst: ExitKind = max(kinds, key=_severity) if kinds else "unknown"
         record.exit_kind = worst
+
+
+def read_probe_states(directory: Path, pid: int) -> dict[str, int]:
+    """The states the probe of worker ``pid`` holds handshakes in right now (``handshake_chaos_states``)."""
+    try:
+        data = json.loads((directory / f"states-{pid}.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {str(name): int(count) for name, count in data.items() if isinstance(count, int) and count > 0}
 
 
 def _severity(kind: ExitKind) -> int:

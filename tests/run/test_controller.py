@@ -118,7 +118,7 @@ def test_exposure_counts_the_pending_handshakes_each_worker_holds(start_deployme
     def exposure() -> int:
         now = time.time()
         return sum(
-            ledger.mark(1, worker_peers(w.pid, target.port), now, commit=False)[0].total()
+            ledger.mark(1, worker_peers(w.pid, target.port), now, commit=False).pending.total()
             for w in target.master.workers()
         )
 

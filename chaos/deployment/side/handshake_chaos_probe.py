@@ -28,6 +28,7 @@ import os
 from urllib.parse import parse_qs
 
 import handshake_chaos_ready
+from handshake_chaos_states import held
 
 HOLD_DEFAULT_SECONDS = float(os.environ.get("HANDSHAKE_CHAOS_HOLD_DEFAULT", "2.0"))
 KEEP_DEFAULT_SECONDS = float(os.environ.get("HANDSHAKE_CHAOS_KEEP_DEFAULT", "1.0"))
@@ -96,15 +97,20 @@ async def _websocket(scope, receive, send):
     keep = _bounded_param(query, "keep", KEEP_DEFAULT_SECONDS, KEEP_MAX_SECONDS)
     # Deliberately no try/except anywhere here: a real app does not guard its own accept, denial
     # or send, so whatever the server does to it during shutdown shows.
+    # Each state is counted while the handshake is in it (handshake_chaos_states): the controller reads
+    # the counts just before it signals the worker.
     if scenario == "before-receive":
-        await asyncio.sleep(hold)
+        with held(scenario):
+            await asyncio.sleep(hold)
     message = await receive()
     if message["type"] != "websocket.connect":
         return
     if scenario == "hold-accept":
-        await asyncio.sleep(hold)
+        with held(scenario):
+            await asyncio.sleep(hold)
     elif scenario == "deny-close":
-        await asyncio.sleep(hold)
+        with held(scenario):
+            await asyncio.sleep(hold)
         await send({"type": "websocket.close", "code": 1008})
         return
     elif scenario == "deny-stream":
@@ -113,7 +119,12 @@ async def _websocket(scope, receive, send):
     await send({"type": "websocket.accept"})
     if scenario == "accept-send":
         size = int(_bounded_param(query, "frame", 65536, FRAME_MAX_BYTES))
-        await send({"type": "websocket.send", "bytes": b"f" * size})
+        # In flight until the client says the whole frame came (its first message): it reads late on purpose.
+        with held(scenario):
+            await send({"type": "websocket.send", "bytes": b"f" * size})
+            message = await receive()
+        if message["type"] == "websocket.disconnect":
+            return
     await _echo(receive, send, keep)
 
 
@@ -126,11 +137,12 @@ async def _stream_denial(scope, send, hold):
     chunk = b"denied, and streamed slowly. " * 4
     body_length = len(chunk) * DENIAL_CHUNKS
     headers = [(b"content-type", b"text/plain"), (b"content-length", str(body_length).encode())]
-    await send({"type": "websocket.http.response.start", "status": DENIAL_STATUS, "headers": headers})
-    for index in range(DENIAL_CHUNKS):
-        await asyncio.sleep(hold / DENIAL_CHUNKS)
-        more = index < DENIAL_CHUNKS - 1
-        await send({"type": "websocket.http.response.body", "body": chunk, "more_body": more})
+    with held("deny-stream"):
+        await send({"type": "websocket.http.response.start", "status": DENIAL_STATUS, "headers": headers})
+        for index in range(DENIAL_CHUNKS):
+            await asyncio.sleep(hold / DENIAL_CHUNKS)
+            more = index < DENIAL_CHUNKS - 1
+            await send({"type": "websocket.http.response.body", "body": chunk, "more_body": more})
 
 
 async def _echo(receive, send, keep):
