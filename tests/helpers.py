@@ -4,10 +4,12 @@ builders of typed results (by keyword, with defaults, so a new field breaks noth
 from __future__ import annotations
 
 import json
+import random
 import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +18,11 @@ from typing import Any
 import psutil
 
 from chaos.deployment.launcher import read_versions
+from chaos.detect.client import ClientRecorder
+from chaos.detect.totals import RunTotals
+from chaos.load.client import hold_one
 from chaos.results import (
+    REFUSED,
     CellSignals,
     ErrorRow,
     Exposure,
@@ -27,6 +33,9 @@ from chaos.results import (
     SignalRecord,
     SignalsSummary,
 )
+from chaos.run.exposure import LocalExposure
+from chaos.run.options import ChaosOptions
+from chaos.run.session import ChaosSession
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCUSTFILE = str(ROOT / "locustfiles" / "handshake.py")
@@ -220,3 +229,34 @@ def signatures(summary: dict[str, Any]) -> dict[str, int]:
     for row in summary["errors"]:
         counts[row["signature"]] = counts.get(row["signature"], 0) + row["count"]
     return counts
+
+
+def local_session(options: ChaosOptions, host: str | None = None) -> ChaosSession:
+    """A session whose users run in this process (as a local Locust runner's do)."""
+    totals = RunTotals()
+    recorder = ClientRecorder(options.wire_judgement(), sink=totals.add_client)
+    return ChaosSession(options, host, exposure=LocalExposure(recorder), totals=totals)
+
+
+def drive_load(session: ChaosSession, users: int, seconds: float) -> None:
+    """Real handshakes against a started local session from ``users`` threads, for ``seconds``."""
+    deadline = time.monotonic() + seconds
+    profile = session.load_profile()  # the scenarios the session planned
+    exposure, host = session.exposure, session.host
+    assert isinstance(exposure, LocalExposure) and host is not None, "a started local session"
+
+    def user(seed: int) -> None:
+        rng = random.Random(seed)
+        for _ in range(10_000):  # bounded in count as well as in time
+            if time.monotonic() >= deadline:
+                return
+            result = hold_one(host, profile, rng, exposure.ledger)
+            exposure.recorder.finished(result)
+            if result.outcome == REFUSED:
+                time.sleep(0.2)
+
+    threads = [threading.Thread(target=user, args=(seed,)) for seed in range(users)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()

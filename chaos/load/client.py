@@ -26,6 +26,7 @@ from websockets.client import ClientProtocol
 from websockets.exceptions import InvalidMessage, InvalidStatus
 from websockets.frames import Close, Frame, Opcode
 from websockets.http11 import Response
+from websockets.protocol import State
 from websockets.uri import parse_uri
 
 from chaos.load.ledger import Flight, HandshakeLedger
@@ -379,9 +380,13 @@ def _await_first_frame(
 
 def _acknowledge(stream: _Stream, protocol: ClientProtocol, handshake: HandshakeResult) -> None:
     """The probe holds its accept-send state until told the whole first frame came."""
-    if handshake.outcome == ACCEPTED:
-        protocol.send_text(b"first frame whole")
+    if handshake.outcome != ACCEPTED or protocol.state is not State.OPEN:
+        return  # a close came with the frame: nothing more to say
+    protocol.send_text(b"first frame whole")
+    try:
         _flush(stream, protocol)
+    except OSError:
+        pass  # the connection went: what that means is read next
 
 
 def _is_data_frame(event: object) -> bool:
@@ -585,6 +590,8 @@ def _tls_failure(exc: Exception) -> str:
 def _os_error_outcome(exc: OSError) -> str:
     if isinstance(exc, ssl.SSLEOFError | ssl.SSLZeroReturnError):
         return DROPPED  # the peer closed the TLS connection without a word (its errno means nothing)
+    if exc.errno == errno.EPIPE:
+        return DROPPED  # the server closed the connection before our request (or its end) went out
     if exc.errno == errno.ECONNRESET:
         return RESET
     if exc.errno == errno.ECONNREFUSED:

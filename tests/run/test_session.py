@@ -2,52 +2,12 @@
 
 from __future__ import annotations
 
-import random
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
 from chaos.deployment.environments import ReleaseSpec, build_environment
-from chaos.detect.client import ClientRecorder
-from chaos.detect.totals import RunTotals
-from chaos.load.client import hold_one
-from chaos.results import REFUSED
-from chaos.run.exposure import LocalExposure
 from chaos.run.options import ChaosOptions
-from chaos.run.session import ChaosSession
-from tests.helpers import SIGNATURE_596, assert_gone
-
-
-def local_session(options: ChaosOptions, host: str | None = None) -> ChaosSession:
-    """A session whose users run in this process (as a local Locust runner's do)."""
-    totals = RunTotals()
-    recorder = ClientRecorder(options.wire_judgement(), sink=totals.add_client)
-    return ChaosSession(options, host, exposure=LocalExposure(recorder), totals=totals)
-
-
-def drive_load(session: ChaosSession, users: int, seconds: float) -> None:
-    """Real handshakes against a started local session from ``users`` threads, for ``seconds``."""
-    deadline = time.monotonic() + seconds
-    profile = session.options.load_profile()
-    exposure, host = session.exposure, session.host
-    assert isinstance(exposure, LocalExposure) and host is not None, "a started local session"
-
-    def user(seed: int) -> None:
-        rng = random.Random(seed)
-        for _ in range(10_000):  # bounded in count as well as in time
-            if time.monotonic() >= deadline:
-                return
-            result = hold_one(host, profile, rng, exposure.ledger)
-            exposure.recorder.finished(result)
-            if result.outcome == REFUSED:
-                time.sleep(0.2)
-
-    threads = [threading.Thread(target=user, args=(seed,)) for seed in range(users)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+from tests.helpers import SIGNATURE_596, assert_gone, drive_load, local_session
 
 
 def _soak(release_cache: Path, version: str, ws: str, seconds: float = 10.0) -> dict[str, Any]:
