@@ -16,7 +16,9 @@ import pytest
 from tests.helpers import LOCUST, free_port, locust_requests, metric_sum, read_summary, wait_until
 
 CLI = [sys.executable, "-m", "chaos"]
+# One scenario: these tests are about stopping a run, and the locked release passes hold-accept.
 FAST = ["--hold-seconds", "1", "--term-interval", "1", "--term-jitter", "0.5", "--metrics-port", "0"]
+FAST += ["--scenario", "hold-accept"]
 
 
 class _Descendants:
@@ -121,7 +123,7 @@ def test_the_locustfile_stopped_by_sigterm_is_interrupted_with_143(tmp_path):
     report = tmp_path / "summary.json"
     port = free_port()
     command = [*LOCUST, "-u", "20", "-r", "20", "-t", "120s", "--hold-seconds", "1", "--term-interval", "1"]
-    command += ["--metrics-port", str(port), "--gate", "--chaos-report-json", str(report)]
+    command += ["--metrics-port", str(port), "--gate", "--chaos-report-json", str(report), "--scenario", "hold-accept"]
     locust = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     started = _Descendants(locust.pid)
 

@@ -81,6 +81,7 @@ def test_soak_with_nothing_pending_is_inconclusive(tmp_path):
     report = tmp_path / "report"
     done = run_cli(
         ["soak", "--target-python", sys.executable, "--ws", "auto", "--duration", "6s", "--users", "1"]
+        + ["--scenario", "hold-accept"]
         + [*FAST, "--hold-seconds", "0", "--keep-open-seconds", "10", "--report-dir", str(report)],
         tmp_path,
     )
@@ -121,6 +122,8 @@ def test_soak_of_your_own_app_with_the_probe_mounted(tmp_path):
         (["--uvicorn", "0.19.0", "--ws", "websockets-sansio"], 2, "has no ws implementation"),
         (["--uvicorn", "0.19.0", "--server", "uvicorn-workers"], 2, "needs uvicorn 0.30.0 or later"),
         (["--uvicorn", "0.19.0", "--server", "gunicorn-asgi"], 2, "needs gunicorn 24.0 or later"),
+        (["--uvicorn", "0.19.0", "--scenario", "deny-stream"], 2, "no scenario applies: deny-stream: uvicorn 0.19.0"),
+        (["--scenario", "sideways"], 2, "unknown scenario 'sideways'"),
     ],
 )
 def test_soak_bad_input(tmp_path, release_cache, args, code, message):
@@ -142,7 +145,7 @@ def test_ctrl_c_stops_the_soak_and_keeps_the_report(tmp_path):
     report = tmp_path / "report"
     soak = subprocess.Popen(
         [*CLI, "soak", "--target-python", sys.executable, "--ws", "auto", "--duration", "120s", "--users", "20"]
-        + [*FAST, "--report-dir", str(report)],
+        + [*FAST, "--scenario", "hold-accept", "--report-dir", str(report)],
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -260,10 +263,12 @@ def test_0_19_0_wsproto_fails_on_596_through_the_master(tmp_path, release_cache,
 
 @pytest.mark.parametrize("mode", ["master-hup", "master-term", "rollout"])
 def test_the_locked_uvicorn_with_wsproto_passes_through_the_master(tmp_path, mode):
-    """This interpreter's uvicorn (the release uv.lock pins) has #1737's guard."""
+    """This interpreter's uvicorn (the release uv.lock pins) has #1737's guard: a pending handshake is safe
+    (its denial-response path is not: see the deny-stream tests)."""
     report = tmp_path / "report"
     done = run_cli(
         ["soak", "--ws", "wsproto", "--mode", mode, "--duration", "40s", "--users", "30", *FAST]
+        + ["--scenario", "hold-accept"]
         + ["--until-verdict", "--evidence-signals", "3", "--evidence-pending", "5", "--report-dir", str(report)],
         tmp_path,
     )
@@ -296,7 +301,8 @@ def test_a_fix_undone_in_a_source_tree_is_reported_as_a_regression(tmp_path, rel
     report = tmp_path / "report"
     done = run_cli(
         ["soak", "--uvicorn", str(tree), "--as-of", SOURCE_TREE_AS_OF, "--ws", "wsproto", "--server", server]
-        + ["--duration", "30s", "--users", "30"]
+        # The state #596's path is reached in: in a source tree the scenario alone names the path.
+        + ["--duration", "30s", "--users", "30", "--scenario", "hold-accept"]
         + [*FAST, "--until-verdict", "--report-dir", str(report), "--cache-dir", str(release_cache)],
         tmp_path,
     )
@@ -316,6 +322,7 @@ def test_the_locked_release_under_the_other_server_families_passes(tmp_path, ser
     report = tmp_path / "report"
     done = run_cli(
         ["soak", "--server", server, "--mode", mode, "--duration", "40s", "--users", "40", *FAST]
+        + ["--scenario", "hold-accept"]
         + ["--until-verdict", "--evidence-signals", "3", "--evidence-pending", "5", "--report-dir", str(report)],
         tmp_path,
     )
@@ -343,3 +350,73 @@ def test_a_deployment_logging_json_through_its_own_log_config(tmp_path, release_
     summary = read_summary(report / "summary.json")
     assert signatures(summary).get("uvicorn_accept_after_shutdown_rejection", 0) > 0
     assert error_log.read_text().startswith("{") and summary["unattributed_server_errors"] == 0
+
+
+def test_the_denial_response_crash_of_the_locked_release_is_named_for_what_it_is(tmp_path):
+    """0.54.0 with wsproto crashes on a streamed denial at shutdown with #596's own text: the tool names the
+    denial-response path (fixed in 0.55.0) and never calls it a regression of #596."""
+    report = tmp_path / "report"
+    done = run_cli(
+        ["soak", "--ws", "wsproto", "--scenario", "deny-stream", "--duration", "30s", "--users", "30", *FAST]
+        + ["--until-verdict", "--report-dir", str(report)],
+        tmp_path,
+    )
+    summary = read_summary(report / "summary.json")
+    assert done.returncode == 1, (summary["gate"], done.stderr[-1500:])
+    [row] = [r for r in summary["errors"] if r["signature"] == "uvicorn_wsproto_close_during_denial_response"]
+    assert row["scenario"] == "deny-stream" and row["regression_fixed_in"] is None and row["count"] > 0
+    assert "0.55.0" in row["reference"]
+    assert "uvicorn_596_wsproto_close_during_handshake" not in signatures(summary)
+    everything = done.stdout + done.stderr + (report / "report.md").read_text()
+    assert "regression of" not in everything.lower()
+    caught = [r for r in summary["signals"]["records"] if r["in_state_by_scenario"].get("deny-stream", 0) > 0]
+    assert caught, "the probe was streaming denials when the signals landed"
+
+
+def test_your_app_streaming_denials_gets_the_right_fix_not_596(tmp_path):
+    """Your own app (--app, its own route) answers upgrades with a streamed denial: on 0.54.0 wsproto the crash
+    is the denial-response path, fixed in 0.55.0, however the load reached it."""
+    service = tmp_path / "service"
+    service.mkdir()
+    (service / "denying.py").write_text(DENYING_APP)
+    report = tmp_path / "report"
+    done = run_cli(
+        ["soak", "--ws", "wsproto", "--app", "denying:app", "--app-dir", str(service), "--ws-path", "/private"]
+        + ["--duration", "30s", "--users", "30", *FAST, "--until-verdict", "--report-dir", str(report)],
+        tmp_path,
+    )
+    summary = read_summary(report / "summary.json")
+    assert summary["scenarios"] == ["slow-request", "app"], summary["scenarios"]
+    assert done.returncode == 1, (summary["gate"], done.stderr[-1500:])
+    found = signatures(summary)
+    assert found.get("uvicorn_wsproto_close_during_denial_response", 0) > 0, found
+    assert "uvicorn_596_wsproto_close_during_handshake" not in found
+    assert "regression of" not in (done.stdout + done.stderr).lower()
+
+
+# An app of a user's: its /private websocket route denies every upgrade with a 403 streamed in chunks
+# (the ASGI websocket.http.response extension), as an auth proxy might.
+DENYING_APP = """
+import asyncio
+
+
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            await send({"type": message["type"] + ".complete"})
+            if message["type"] == "lifespan.shutdown":
+                return
+    if scope["type"] != "websocket":
+        return
+    await receive()
+    if scope["path"] != "/private" or "websocket.http.response" not in scope.get("extensions", {}):
+        await send({"type": "websocket.close", "code": 1008})
+        return
+    body = b"not for you. " * 8
+    headers = [(b"content-type", b"text/plain"), (b"content-length", str(len(body) * 4).encode())]
+    await send({"type": "websocket.http.response.start", "status": 403, "headers": headers})
+    for index in range(4):
+        await asyncio.sleep(0.3)
+        await send({"type": "websocket.http.response.body", "body": body, "more_body": index < 3})
+"""
