@@ -1,13 +1,14 @@
 """Records the gunicorn error log of one worker TERMed while it holds pending handshakes.
 
     python -m tests.record_log OUT.log --uvicorn 0.52.0 --ws wsproto [--handshakes 10] [--hold 2]
-        [--with python-json-logger --log-config-json tests/data/log-configs/json.json]
+        [--scenario deny-stream] [--with python-json-logger --log-config-json tests/data/log-configs/json.json]
 
 How every ``tests/data/*.log`` is made (its README lists them): the release's environment is
 built as ``soak`` builds it (dependencies as of its publication; cached), a gunicorn master with
 two uvicorn workers serves the probe app, ``--handshakes`` clients hold handshakes pending on it
 (the probe keeps each ``--hold`` seconds before it accepts), the oldest worker is sent TERM once
 they are all pending, and once its replacement serves the error log is copied to OUT.log.
+``--scenario`` holds them in another state of the handshake (``chaos.scenarios``; default hold-accept).
 With ``--log-config-json`` the deployment logs through that logging config (gunicorn's own
 flag; its handler's ``ERROR_LOG`` file name is replaced by the run's error log), as production
 deployments that log JSON or drop gunicorn's ``[pid]`` do; ``--with`` installs what it needs.
@@ -25,9 +26,9 @@ from pathlib import Path
 from chaos.deployment.environments import ReleaseSpec, build_environment
 from chaos.deployment.launcher import Deployment, DeploymentConfig
 from chaos.deployment.processes import worker_peers
-from chaos.load.client import hold_handshake
+from chaos.load.client import LoadProfile, handshake_url, hold_handshake
 from chaos.load.ledger import HandshakeLedger
-from chaos.results import SERVER_FAMILIES, ServerFamily
+from chaos.results import SCENARIOS, SERVER_FAMILIES, ServerFamily
 from chaos.run.controller import ControllerConfig, RollingSignalController
 
 
@@ -42,6 +43,7 @@ def record(
     log_config: Path | None = None,
     server: ServerFamily = "gunicorn-uvicorn",
     graceful_timeout: int = 5,
+    scenario: str = "hold-accept",
 ) -> None:
     library = "wsproto" if ws == "wsproto" else "websockets"
     spec = ReleaseSpec(uvicorn=uvicorn, ws_library=library, with_packages=with_packages)
@@ -65,9 +67,14 @@ def record(
         )
         with Deployment(config) as target:
             ledger = HandshakeLedger()
-            url = f"{target.url}/ws/probe?hold={hold:g}&keep=1"
+            profile = LoadProfile(keep_open_seconds=0.5, scenarios=(scenario,))
+            url = handshake_url(target.url, profile, hold, scenario)
             clients = [
-                threading.Thread(target=hold_handshake, args=(url,), kwargs={"ledger": ledger, "keep_open": 0.5})
+                threading.Thread(
+                    target=hold_handshake,
+                    args=(url,),
+                    kwargs={"ledger": ledger, "keep_open": 0.5, "scenario": scenario, "client_hold": hold},
+                )
                 for _ in range(handshakes)
             ]
             for client in clients:
@@ -86,7 +93,7 @@ def record(
             shutil.copyfile(error_log, out)
     print(
         f"{out}: uvicorn {uvicorn} {ws} ({server}), worker {oldest} TERMed holding {held} of {handshakes} pending"
-        " handshakes"
+        f" handshakes ({scenario})"
     )
 
 
@@ -102,6 +109,7 @@ def main() -> None:
     parser.add_argument("--log-config-json", type=Path)
     parser.add_argument("--server", default="gunicorn-uvicorn", choices=SERVER_FAMILIES)
     parser.add_argument("--graceful-timeout", type=int, default=5)
+    parser.add_argument("--scenario", default="hold-accept", choices=SCENARIOS)
     args = parser.parse_args()
     record(
         args.out,
@@ -114,6 +122,7 @@ def main() -> None:
         args.log_config_json,
         args.server,
         args.graceful_timeout,
+        args.scenario,
     )
 
 

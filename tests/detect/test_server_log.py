@@ -33,7 +33,31 @@ RECORDED = {
     "uvicorn-0.52.1-wsproto-term.log": {},
     # gunicorn's own ASGI worker with --graceful-timeout 1: pending handshakes outlast it.
     "gunicorn-asgi-26.2.0-term-graceful-1.log": {"gunicorn_asgi_forced_close": 1},
+    # Streamed denials (deny-stream) on 0.54.0: #596's text on another path (the text alone matches #596's
+    # entry first: the run names the path from the scenario, test_a_denial_crash_is_named_by_its_state).
+    "uvicorn-0.54.0-wsproto-deny-stream-term.log": {
+        "uvicorn_596_wsproto_close_during_handshake": 7,
+        "worker_crash_during_shutdown": 1,
+        "worker_exit_nonzero": 1,
+    },
 }
+
+
+def test_a_denial_crash_is_named_by_its_state_and_its_release_never_by_its_text():
+    """The recorded 0.54.0 log says exactly what a #596 log says; what names the path is the state the
+    handshakes were in (deny-stream), or, with several at once, that 0.54.0 from the index has only the
+    denial path open."""
+    found: list[DetectedError] = []
+    detector = ServerDetector(FileTail(DATA / "uvicorn-0.54.0-wsproto-deny-stream-term.log"), found.append)
+    detector.drain()
+    texts = [error for error in found if error.signature == "uvicorn_596_wsproto_close_during_handshake"]
+    assert len(texts) == 7
+    entry = catalog.known(texts[0].signature)
+    assert entry is not None
+    for scenario in ("deny-stream", None):
+        named = catalog.name_the_path(entry, scenario, "wsproto", "0.54.0", from_index=True)
+        assert named.signature == "uvicorn_wsproto_close_during_denial_response"
+        assert catalog.regression_of(named.signature, "wsproto", "0.54.0") is None
 
 
 def _detect(path: Path) -> tuple[Counter[str], ServerDetector]:
