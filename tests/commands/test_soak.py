@@ -420,3 +420,20 @@ async def app(scope, receive, send):
         await asyncio.sleep(0.3)
         await send({"type": "websocket.http.response.body", "body": body, "more_body": index < 3})
 """
+
+
+def test_0_55_0_ends_a_streamed_denial_cleanly_or_as_asked_an_incomplete_answer(tmp_path, release_cache):
+    """0.55.0 fixed the denial-response crash by closing the transport: no error in the log, the denial's
+    body cut on the wire. An incomplete answer by default; an error with --incomplete-is-error."""
+    common = ["soak", "--uvicorn", "0.55.0", "--ws", "wsproto", "--scenario", "deny-stream", "--users", "30"]
+    common += [*FAST, "--until-verdict", "--evidence-signals", "3", "--evidence-pending", "3"]
+    common += ["--duration", "40s", "--cache-dir", str(release_cache)]
+    clean = run_cli([*common, "--report-dir", str(tmp_path / "clean")], tmp_path)
+    summary = read_summary(tmp_path / "clean" / "summary.json")
+    assert clean.returncode == 0, (summary["gate"], summary["errors"], clean.stderr[-1500:])
+    assert not [row for row in summary["errors"] if row["side"] == "server"]
+    strict = run_cli([*common, "--incomplete-is-error", "--report-dir", str(tmp_path / "strict")], tmp_path)
+    summary = read_summary(tmp_path / "strict" / "summary.json")
+    assert strict.returncode == 1, (summary["gate"], strict.stderr[-1500:])
+    assert signatures(summary).get("handshake_denial_truncated", 0) > 0, summary["errors"]
+    assert summary["outcomes_by_scenario"]["deny-stream"].get("denial_truncated", 0) > 0
