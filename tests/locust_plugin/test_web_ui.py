@@ -67,9 +67,11 @@ def test_start_form_edits_take_effect_and_bad_values_are_one_clear_line(tmp_path
         assert {"term_interval", "max_signals", "hold_seconds", "hold_jitter", "dry_run"} <= set(fields)
         assert not {"ws", "workers", "target_python", "app", "metrics_port", "target_pidfile"} & set(fields)
         assert fields["term_interval"] == "60" and fields["max_signals"] == ""
+        assert fields["scenarios"] == ""  # blank: every scenario that applies
 
         form = {"user_count": "20", "spawn_rate": "20", "host": template_args["host"], "run_time": ""}
         form |= fields | {"term_interval": "0.5", "term_jitter": "0", "max_signals": "2", "hold_jitter": ""}
+        form |= {"scenarios": "hold-accept,deny-close"}  # a Start plays what the form names
         answer = _post(f"{base}/swarm", form)
         assert answer["success"], answer
         wait_until(lambda: metric_sum(metrics, "handshake_chaos_signals_total") >= 2, 45, "two signals after Start")
@@ -114,6 +116,8 @@ def test_start_form_edits_take_effect_and_bad_values_are_one_clear_line(tmp_path
     # Each pair came at the edited interval (0.5 s plus the replacement's wait), not the 60 s started with.
     assert records[1]["time"] - records[0]["time"] < 20 and records[3]["time"] - records[2]["time"] < 20
     assert summary["options"]["term_interval"] == 0.5 and summary["options"]["max_signals"] == 2
+    assert summary["scenarios"] == ["hold-accept", "deny-close"]
+    assert set(summary["outcomes_by_scenario"]) <= {"hold-accept", "deny-close"}
     assert_gone(summary["target"]["pids"])
 
 
