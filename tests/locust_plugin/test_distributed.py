@@ -60,4 +60,12 @@ def test_counts_are_aggregated_once_on_the_master(tmp_path, mode):
     assert summary["signals"]["sent"] >= 2
     # Exposure answered by the workers: pending handshakes were seen at the TERMs.
     assert summary["signals"]["landed_with_pending"] >= 1
+    # The master planned the scenarios; its workers played them (each handshake in one), and answered
+    # each signal's exposure per scenario, the states they held themselves included.
+    played = set(summary["outcomes_by_scenario"])
+    assert len(played) >= 3 and played <= set(summary["scenarios"]), (played, summary["scenarios"])
+    by_scenario = [r["pending_by_scenario"] for r in summary["signals"]["records"]]
+    assert any(by_scenario) and all(
+        sum(p.values()) == r["pending"] for p, r in zip(by_scenario, summary["signals"]["records"], strict=True)
+    )
     assert_gone(summary["target"]["pids"])
