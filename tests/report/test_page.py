@@ -7,7 +7,7 @@ import dataclasses
 from chaos.report.page import soak_page
 from chaos.results import TimelinePoint
 from tests.browser import Browser
-from tests.helpers import run_summary, signal_record
+from tests.helpers import run_summary
 
 _596 = "server:uvicorn_596_wsproto_close_during_handshake"
 
@@ -15,35 +15,11 @@ _596 = "server:uvicorn_596_wsproto_close_during_handshake"
 def _timed_summary():
     summary = run_summary()
     started = 1_800_000_000.0
+    # The summary's two signals, 3 s and 7.5 s into the run; the second caught five handshakes.
+    first, second = (dataclasses.replace(record) for record in summary.signals.records)
     records = [
-        signal_record(
-            1,
-            time=started + 3.0,
-            worker_pid=4599,
-            role="worker",
-            signal="TERM",
-            pending=12,
-            dry_run=False,
-            worker_exit_seconds=0.2,
-            replacement_pid=4601,
-            replacement_seconds=0.4,
-            exit_kind="crash",
-            settled=True,
-        ),
-        signal_record(
-            2,
-            time=started + 7.5,
-            worker_pid=4601,
-            role="worker",
-            signal="TERM",
-            pending=5,
-            dry_run=False,
-            worker_exit_seconds=0.1,
-            replacement_pid=4610,
-            replacement_seconds=0.3,
-            exit_kind="signalled",
-            settled=True,
-        ),
+        dataclasses.replace(first, time=started + 3.0),
+        dataclasses.replace(second, time=started + 7.5, pending=5),
     ]
     timeline = [
         TimelinePoint(t, pending, handshakes=int(t * 10), errors={_596: 0 if t < 3 else 9})
