@@ -128,7 +128,17 @@ def _signal_row(record: SignalRecord, started: float) -> str:
     return (
         f"<tr><td class='n'>{record.id}</td><td class='n'>{record.time - started:.1f}s</td>"
         f"<td>{_e(record.signal)} to {_e(record.role)} {record.worker_pid}</td><td class='n'>{record.pending}</td>"
+        f"<td>{_e(_by_scenario(record))}</td>"
         f"<td class='n'>{replaced}</td><td>{_e(record.exit_kind or '')}</td></tr>"
+    )
+
+
+def _by_scenario(record: SignalRecord) -> str:
+    """The pending handshakes a signal caught per scenario, with how many were verifiably in that state."""
+    return ", ".join(
+        f"{name} {count} ({record.in_state_by_scenario.get(name, 0)} in state)"
+        for name, count in sorted(record.pending_by_scenario.items())
+        if count
     )
 
 
@@ -160,7 +170,7 @@ def soak_page(summary: RunSummary) -> str:
         for name, why in summary.skipped_scenarios.items()
     )
     rows = "".join(_signal_row(r, summary.started) for r in signals.records if not r.dry_run)
-    rows = rows or "<tr><td colspan='6'>no signal sent</td></tr>"
+    rows = rows or "<tr><td colspan='7'>no signal sent</td></tr>"
     outcomes = "".join(f"<tr><td>{_e(k)}</td><td class='n'>{v}</td></tr>" for k, v in summary.outcomes.items())
     failing = f"<p>Failing signatures: {_e(', '.join(gate.failing))}</p>" if gate.failing else ""
     if summary.stop_reason:
@@ -184,7 +194,8 @@ td.n {{ text-align: right; font-variant-numeric: tabular-nums; }}
 .legend li {{ display: inline-block; margin-right: 1.2em; }}
 .swatch {{ display: inline-block; width: 10px; height: 10px; margin-right: 4px; }}
 </style></head><body>
-<h1>handshake-chaos soak: {_e(summary.release)} <small>({_e(summary.ws)}, {_e(summary.mode)})</small></h1>
+<h1>handshake-chaos soak: {_e(summary.release)} <small>({_e(summary.ws)}, {_e(summary.mode)}; \
+{_e(", ".join(summary.scenarios) or "hold-accept")})</small></h1>
 <p><span class="verdict">{_e(gate.verdict)} (exit {gate.exit_code})</span> {_e(gate.reason)}</p>{failing}
 <p>{signals.sent} signals sent, {signals.landed_with_pending} landed on a worker holding pending handshakes;
 {sum(summary.outcomes.values())} handshakes attempted over {summary.duration_seconds:.0f}s.</p>
@@ -197,7 +208,8 @@ td.n {{ text-align: right; font-variant-numeric: tabular-nums; }}
 <h2>Under test</h2>
 <table>{versions}</table>
 <h2>Signals</h2>
-<table><tr><th>#</th><th>at</th><th>signal</th><th>pending</th><th>replaced after</th><th>exit</th></tr>{rows}</table>
+<table><tr><th>#</th><th>at</th><th>signal</th><th>pending</th><th>by scenario</th><th>replaced after</th>\
+<th>exit</th></tr>{rows}</table>
 <h2>Outcomes</h2>
 <table>{outcomes}</table>
 </body></html>

@@ -204,6 +204,7 @@ def test_every_panel_query_returns_data_from_a_real_prometheus(prometheus_scrapi
             .replace("$release", release)
             .replace("$ws", "wsproto")
             .replace("$mode", "worker-term")
+            .replace("$scenario", ".*")  # what Grafana sends for "All" (the variable's allValue)
         )
         result = _query(url, promql, None if instant else run_range)
         assert result, f"{where} returned no data: {promql}"
