@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -96,7 +97,30 @@ def find_external(options: ChaosOptions, host: str) -> AttachedDeployment:
 def _versions_of(master: ServerMaster) -> dict[str, Any]:
     """Versions as the external deployment's own interpreter reports them."""
     try:
-        return read_versions(master.process().exe())
+        return read_versions(interpreter_of(master.process()))
     except (psutil.Error, ChaosError) as exc:  # best effort: the run goes on without them
         log.warning("could not read the deployment's versions: %s", exc)
         return {}
+
+
+def interpreter_of(process: psutil.Process) -> str:
+    """The interpreter as the process was started: a virtualenv's ``bin/python`` from its argv[0] (or its
+    script's ``#!`` line). ``/proc/PID/exe`` resolves the virtualenv's symlink to the base interpreter,
+    which has none of the deployment's packages: every series would say uvicorn "none"."""
+    try:
+        argv0 = process.cmdline()[0]
+        started = argv0 if os.path.isabs(argv0) else os.path.join(process.cwd(), argv0)
+    except (psutil.Error, IndexError):
+        return process.exe()
+    if "python" in os.path.basename(started) and os.access(started, os.X_OK):
+        return started
+    try:
+        with open(started, "rb") as script:  # gunicorn's own entry point script
+            first = script.readline(512)
+    except OSError:
+        return process.exe()
+    if first.startswith(b"#!"):
+        interpreter = first[2:].decode(errors="replace").split()
+        if interpreter and os.access(interpreter[0], os.X_OK):
+            return interpreter[0]
+    return process.exe()
