@@ -91,8 +91,9 @@ def _entry(
     )
 
 
-# wsproto's words when a close frame is sent to a connection still in its handshake: two code paths
-# of uvicorn's say it, fixed years apart (a pending handshake: #596; a denial response under way: 0.55.0).
+# wsproto's words when a close frame is sent to a connection still in its handshake: three code paths
+# of uvicorn's say it, fixed years apart (a pending handshake: #596, 0.20.0; a rejection still closing:
+# 0.52.1; a denial response under way: 0.55.0).
 _CLOSE_DURING_HANDSHAKE = (
     r"LocalProtocolError: Event CloseConnection\(code=1012, reason=None\) cannot be sent during the handshake"
 )
@@ -119,12 +120,27 @@ CATALOG: tuple[KnownFailure, ...] = (
         introduced_in={"wsproto": "0.25.0"},
     ),
     _entry(
+        "uvicorn_wsproto_close_after_rejection",
+        _CLOSE_DURING_HANDSHAKE,
+        "wsproto: shutdown sends a close frame to a connection whose 403 rejection (the app closed before "
+        "accepting) was already written while its transport closes: #596's text on a third path; the "
+        "worker crashes",
+        "https://github.com/encode/uvicorn/releases/tag/0.52.1 (shutdown() returns early for a connection whose "
+        "close or rejection was already sent)",
+        fixed_in={"wsproto": "0.52.1"},
+        scenarios=("deny-close",),
+        # Before #1737 (0.20.0) every state took #596's path: the rejection was one of them.
+        introduced_in={"wsproto": "0.20.0"},
+    ),
+    _entry(
         "wsproto_close_during_handshake",
         _CLOSE_DURING_HANDSHAKE,
         "wsproto: a close frame sent during the handshake, on a path the run cannot name: the text of #596 "
-        "(a pending handshake, fixed in 0.20.0) and of the denial-response crash (fixed in 0.55.0), from a "
-        "release or a state where neither is known to be open",
-        "https://github.com/encode/uvicorn/issues/596 and https://github.com/encode/uvicorn/releases/tag/0.55.0",
+        "(a pending handshake, fixed in 0.20.0), of a rejection still closing (fixed in 0.52.1) and of a "
+        "denial response under way (fixed in 0.55.0), from a release or a state where not exactly one of "
+        "them is known to be open",
+        "https://github.com/encode/uvicorn/issues/596, https://github.com/encode/uvicorn/releases/tag/0.52.1 "
+        "and https://github.com/encode/uvicorn/releases/tag/0.55.0",
     ),
     _entry(
         "uvicorn_811_wsproto_response_during_handshake",
@@ -338,12 +354,14 @@ def name_the_path(
     group = [entry for entry in CATALOG if entry.pattern.pattern == known.pattern.pattern and not entry.noise]
     if len(group) == 1:
         return known
+    paths = [entry for entry in group if entry.scenarios]
     if scenario is not None:
-        reached = [entry for entry in group if scenario in entry.scenarios]
-        if len(reached) == 1:
-            return reached[0]
+        paths = [entry for entry in paths if scenario in entry.scenarios]
+        if len(paths) == 1:
+            return paths[0]
     if from_index and uvicorn:
-        open_paths = [entry for entry in group if entry.scenarios and entry.open_in(ws, uvicorn)]
+        # Several paths reach this state (or the state is unknown): the release's own code may have one open.
+        open_paths = [entry for entry in paths if entry.open_in(ws, uvicorn)]
         if len(open_paths) == 1:
             return open_paths[0]
     return next(entry for entry in group if not entry.scenarios)

@@ -35,6 +35,12 @@ RECORDED = {
     "gunicorn-asgi-26.2.0-term-graceful-1.log": {"gunicorn_asgi_forced_close": 1},
     # Streamed denials (deny-stream) on 0.54.0: #596's text on another path (the text alone matches #596's
     # entry first: the run names the path from the scenario, test_a_denial_crash_is_named_by_its_state).
+    # A 403 rejection still closing when TERM lands (deny-close, 0.30.6): #596's text on a third path.
+    "uvicorn-0.30.6-wsproto-deny-close-term.log": {
+        "uvicorn_596_wsproto_close_during_handshake": 57,
+        "worker_crash_during_shutdown": 1,
+        "worker_exit_nonzero": 2,
+    },
     "uvicorn-0.54.0-wsproto-deny-stream-term.log": {
         "uvicorn_596_wsproto_close_during_handshake": 7,
         "worker_crash_during_shutdown": 1,
@@ -338,3 +344,16 @@ def test_uvicorns_own_supervisor_with_the_1737_guard_undone():
     found, detector = _detect(DATA / "uvicorn-0.54.0-1737-undone-uvicorn-workers-term.log")
     assert dict(found) == {"uvicorn_596_wsproto_close_during_handshake": 5, "worker_crash_during_shutdown": 1}
     assert detector.exit_kind(25914) == "crash" and detector.unattributed_errors == 0
+
+
+def test_a_rejection_crash_is_named_by_its_state_never_by_its_text():
+    """0.30.6's log says what a #596 log says; in deny-close on a release from 0.20.0 to 0.52.0 it is the
+    rejection path (fixed in 0.52.1), and no regression of #596."""
+    found: list[DetectedError] = []
+    detector = ServerDetector(FileTail(DATA / "uvicorn-0.30.6-wsproto-deny-close-term.log"), found.append)
+    detector.drain()
+    entry = catalog.known(found[0].signature) if found else None
+    assert entry is not None
+    named = catalog.name_the_path(entry, "deny-close", "wsproto", "0.30.6", from_index=True)
+    assert named.signature == "uvicorn_wsproto_close_after_rejection"
+    assert catalog.regression_of(named.signature, "wsproto", "0.30.6") is None
