@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -294,6 +295,8 @@ def run_bisect(config: BisectConfig, stop: StopFlag | None = None) -> BisectResu
         f"roughly {2 + steps_left(len(candidates) - 2)} steps"
     )
     config.report_dir.mkdir(parents=True, exist_ok=True)
+    for previous in ("releases", "commits"):  # a previous bisect's steps: never read as this one's
+        shutil.rmtree(config.report_dir / previous, ignore_errors=True)
     releases_dir = config.report_dir / "releases"
     steps = _Steps(config, stop, "release", source_tree=False)
 

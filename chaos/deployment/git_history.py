@@ -1,11 +1,11 @@
 """A local uvicorn git checkout as history: the commits between two release tags, and any commit's
 source tree on disk, ready to be built like a release (``--uvicorn DIR``).
 
-A commit's tree is a clone of the checkout (objects shared, nothing copied) at that commit, so a
-build that takes its version from git (uvicorn's ``uv-dynamic-versioning`` from 0.55.0) finds the
-tags; every file's time is set to the commit's, so the same commit is the same tree to the
-environment cache from one run to the next, and its environment is built once. The checkout itself
-is only read.
+A commit's tree is a clone of the checkout at that commit (a local clone: its objects hard-linked
+where the file system allows, and it stands on its own once made), so a build that takes its
+version from git (uvicorn's ``uv-dynamic-versioning`` from 0.55.0) finds the tags. Every file's
+time is set to the commit's, so the same commit is the same tree to the environment cache from
+one run to the next, and its environment is built once. The checkout itself is only read.
 """
 
 from __future__ import annotations
@@ -90,10 +90,12 @@ def source_tree(repo: Path, item: Commit, root: Path) -> Path:
     tree = root.resolve() / f"uvicorn-{item.sha[:12]}"
     marker = tree / ".git" / _MARKER
     if marker.is_file() and marker.read_text().strip() == item.sha:
-        return tree
+        # Whole: its objects still readable (a clone stands alone, but a tree may have been tampered with).
+        if _git(tree, "rev-parse", "--verify", "--quiet", "HEAD^{tree}", check=False):
+            return tree
     shutil.rmtree(tree, ignore_errors=True)
     tree.parent.mkdir(parents=True, exist_ok=True)
-    _git(repo, "clone", "--quiet", "--shared", "--no-checkout", str(repo), str(tree))
+    _git(repo, "clone", "--quiet", "--local", "--no-checkout", str(repo), str(tree))
     _git(tree, "-c", "advice.detachedHead=false", "checkout", "--quiet", "--detach", item.sha)
     for directory, subdirectories, files in os.walk(tree):
         if ".git" in subdirectories and Path(directory) == tree:
