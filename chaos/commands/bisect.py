@@ -249,7 +249,7 @@ class _Steps:
             return Attempt("error", "error", f"could not run: {exc}", took())
         outcome, evidence = judge(summary, self.config.bisect.signature, self.names, soak.options.evidence_policy())
         if self.stop.signum is not None:
-            outcome = "interrupted"
+            outcome, evidence = "interrupted", f"stopped by a signal; so far: {evidence}"
         return Attempt(outcome, summary.gate.verdict, evidence, took(), str(where), summary.error_counts())
 
     def announce(self, step: StepRecord, untested: int) -> None:
