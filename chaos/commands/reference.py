@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from chaos import catalog
-from chaos.commands import bisect
+from chaos.commands import bisect, health
 from chaos.commands.bisection import BisectResult
 from chaos.commands.cli import ControllerSettings
 from chaos.commands.matrix import MatrixSettings
@@ -55,6 +55,7 @@ def options_markdown() -> str:
         (title, [(cls, entry) for cls in classes]) for entry, title, classes in _ENTRY_POINTS
     ]
     sections.append(("`handshake-chaos bisect`", list(bisect.OPTION_CLASSES)))
+    sections.append(("`handshake-chaos health`", list(health.OPTION_CLASSES)))
     for title, tables in sections:
         lines += ["", f"## {title}", "", "| option | default | env var | meaning |", "|---|---|---|---|"]
         for cls, entry in tables:
