@@ -170,3 +170,37 @@ def test_ends_the_other_way_round_are_said_so():
     [note] = _notes(search, good="0.19.0", bad="0.20.0", signature=SIGNATURE_596)
     assert note.startswith(f"--good 0.19.0 is where {SIGNATURE_596} appears and --bad 0.20.0 where it is gone")
     assert _notes(search, good="0.20.0", bad="0.19.0", signature=SIGNATURE_596) == []
+
+
+def test_a_step_soaks_your_own_app_with_the_bisects_options(tmp_path):
+    """--app, --with, --app-dir as in soak: every step is a soak of your app on that step's release."""
+    from chaos.commands.bisect import BisectConfig, BisectSettings
+    from chaos.commands.cli import build_parser
+    from chaos.commands.soak import SoakConfig, SoakSettings
+    from chaos.optionmodel import build
+    from chaos.run.gate import GatePolicy
+    from chaos.run.options import ChaosOptions
+
+    values = vars(
+        build_parser().parse_args(
+            ["bisect", "--good", "0.20.0", "--bad", "0.19.0", "--app", "chatapp:app", "--app-dir", str(tmp_path)]
+            + ["--with", "starlette", "--ws-path", "/ws/chat", "--scenario", "app", "--signature", SIGNATURE_596]
+            + ["--mode", "master-hup", "--allow", "handshake_timeout=2", "--duration", "30s"]
+        )
+    )
+    settings = build(BisectSettings, values, "bisect")
+    template = SoakConfig(build(SoakSettings, values, "matrix"), build(ChaosOptions, values, "matrix"), tmp_path)
+    step = BisectConfig(settings, template, tmp_path).step("0.19.0", tmp_path / "step")
+    assert step.settings.uvicorn == "0.19.0" and step.settings.with_packages == ["starlette"]
+    assert step.settings.duration == 30.0 and step.report_dir == tmp_path / "step"
+    options = step.options
+    assert (options.app, options.app_dir, options.ws_path) == ("chatapp:app", str(tmp_path), "/ws/chat")
+    assert (options.ws, options.mode, options.scenarios, options.until_verdict) == (
+        "wsproto",
+        "master-hup",
+        ["app"],
+        True,
+    )
+    allow = GatePolicy.parse(options.allow.split(",")).allow
+    assert allow["handshake_timeout"] == 2 and SIGNATURE_596 not in allow and "handshake_dropped" in allow
+    step.validate()
