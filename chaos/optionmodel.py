@@ -30,7 +30,7 @@ import configargparse
 from chaos.errors import UsageError
 from chaos.timespan import parse_timespan
 
-EntryPoint = Literal["locust", "soak", "matrix", "controller"]
+EntryPoint = Literal["locust", "soak", "matrix", "controller", "bisect", "health"]
 # When a new value takes effect: at the next test start (editable in Locust's web UI), or only
 # when the process starts (the deployment is already running by then).
 Scope = Literal["test", "process"]

@@ -48,8 +48,8 @@ def undo_guard(source: str, version: str) -> tuple[str, str]:
     raise RuntimeError(f"uvicorn {version}: no known shape of the #1737 guard; add it to GUARD_SHAPES")
 
 
-def patched_tree(directory: Path, version: str) -> Path:
-    """The unpacked source tree of uvicorn ``version`` with #1737's guard undone."""
+def unpacked_sdist(directory: Path, version: str) -> Path:
+    """The source distribution of uvicorn ``version`` from the package index, unpacked under ``directory``."""
     request = urllib.request.Request(SIMPLE, headers={"Accept": "application/vnd.pypi.simple.v1+json"})
     with urllib.request.urlopen(request, timeout=60) as response:
         files = json.load(response)["files"]
@@ -58,7 +58,12 @@ def patched_tree(directory: Path, version: str) -> Path:
         archive = tarfile.open(fileobj=io.BytesIO(response.read()), mode="r:gz")
     directory.mkdir(parents=True, exist_ok=True)
     archive.extractall(directory, filter="data")
-    [tree] = [path for path in directory.iterdir() if path.is_dir() and path.name.startswith("uvicorn-")]
+    return directory / f"uvicorn-{version}"
+
+
+def patched_tree(directory: Path, version: str) -> Path:
+    """The unpacked source tree of uvicorn ``version`` with #1737's guard undone."""
+    tree = unpacked_sdist(directory, version)
     source = tree / "uvicorn" / "protocols" / "websockets" / "wsproto_impl.py"
     patched, _shape = undo_guard(source.read_text(), version)
     source.write_text(patched)

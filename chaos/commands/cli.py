@@ -15,6 +15,7 @@ from typing import Any, NoReturn
 import configargparse
 
 from chaos import __version__
+from chaos.commands import bisect, health
 from chaos.commands.matrix import MatrixConfig, MatrixSettings, run_matrix
 from chaos.commands.soak import SoakConfig, SoakSettings, locustfile, run_soak, soak_exit_code
 from chaos.commands.stopping import Interrupted, StopFlag
@@ -71,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dashboards.add_argument("directory", metavar="DIR", help="where to write them (created if missing)")
     dashboards.add_argument("--force", action="store_true", help="replace files that differ")
+    bisect.add_parser(subparsers)
+    health.add_parser(subparsers)
     subparsers.add_parser(
         "locust", help="Locust with the packaged locustfile: handshake-chaos locust [Locust's options and ours]"
     )
@@ -143,6 +146,8 @@ _COMMANDS = {
     "soak": run_soak_command,
     "matrix": run_matrix_command,
     "dashboards": run_dashboards,
+    "bisect": bisect.run_bisect_command,
+    "health": health.run_health_command,
 }
 
 

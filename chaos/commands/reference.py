@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from chaos import catalog
+from chaos.commands import bisect, health
+from chaos.commands.bisection import BisectResult
 from chaos.commands.cli import ControllerSettings
 from chaos.commands.matrix import MatrixSettings
 from chaos.commands.soak import SoakSettings
@@ -49,9 +51,14 @@ def options_markdown() -> str:
         "marked *at start only* are not offered in the start form: they shape the deployment, which",
         "is already running; every other one takes effect at the next Start. A blank field means the default.",
     ]
-    for entry, title, classes in _ENTRY_POINTS:
+    sections: list[tuple[str, list[tuple[type, str]]]] = [
+        (title, [(cls, entry) for cls in classes]) for entry, title, classes in _ENTRY_POINTS
+    ]
+    sections.append(("`handshake-chaos bisect`", list(bisect.OPTION_CLASSES)))
+    sections.append(("`handshake-chaos health`", list(health.OPTION_CLASSES)))
+    for title, tables in sections:
         lines += ["", f"## {title}", "", "| option | default | env var | meaning |", "|---|---|---|---|"]
-        for cls in classes:
+        for cls, entry in tables:
             for flags, default, env_var, help_text in reference_table(cls, entry):
                 lines.append(f"| `{flags}` | {default} | `{env_var}` | {help_text} |")
     return "\n".join(lines) + "\n"
@@ -63,6 +70,7 @@ def generated_files() -> dict[str, str]:
         "options.md": options_markdown(),
         "summary.schema.json": json.dumps(json_schema(RunSummary), indent=2) + "\n",
         "matrix.schema.json": json.dumps(json_schema(MatrixResult), indent=2) + "\n",
+        "bisect.schema.json": json.dumps(json_schema(BisectResult), indent=2) + "\n",
     }
 
 

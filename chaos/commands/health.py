@@ -1,0 +1,281 @@
+"""``handshake-chaos health``: the release health table, ``docs/health.md`` and its JSON.
+
+One soak per cell: the newest patch of every uvicorn minor release from ``--since`` on (or the
+releases named), x ws implementation, under ``worker-term`` with every scenario that applies mixed,
+each stopped once its verdict settles (``--until-verdict``). Resumable: every cell is kept in the
+JSON file (``--state``) with the tool version and the release environment it was measured with, and
+a cell already measured with the same tool version, environment and soak settings is not run again,
+so the table can be filled over several sittings (``--limit N`` measures at most N new cells). The
+page is written after every cell.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from packaging.version import Version
+
+from chaos import __version__
+from chaos.commands.matrix import MatrixConfig, MatrixSettings, PlannedCell
+from chaos.commands.soak import SoakConfig, SoakSettings, prepare, run_soak
+from chaos.commands.stopping import Interrupted, StopFlag
+from chaos.deployment.environments import parse_version, published_versions
+from chaos.errors import ChaosError, UsageError
+from chaos.optionmodel import add_to_parser, build, changed_args, option
+from chaos.results import (
+    DEFAULT_MODE,
+    DEFAULT_SERVER,
+    WS_IMPLEMENTATIONS,
+    ExitCode,
+    JsonRecord,
+    MatrixCell,
+)
+from chaos.run.options import ChaosOptions
+
+_HEALTH = frozenset({"health"})
+_SHARED = "matrix"
+CATALOGUE_LINK = "contract.md#the-catalogue-of-known-failures"
+
+
+@dataclass(frozen=True)
+class HealthSettings:
+    releases: list[str] = option(
+        [],
+        "--uvicorn",
+        "releases to measure (none: the newest patch of every minor release from --since on)",
+        entry_points=_HEALTH,
+    )
+    since: str = option("0.19", "--since", "the oldest minor release of the table", entry_points=_HEALTH)
+    ws: list[str] = option(
+        list(WS_IMPLEMENTATIONS),
+        "--ws",
+        "ws implementations, a column each",
+        choices=WS_IMPLEMENTATIONS,
+        what="implementation",
+        choices_named="uvicorn's ws implementations are",
+        entry_points=_HEALTH,
+    )
+    state: str = option(
+        "docs/health.json",
+        "--state",
+        "the table as JSON: cells measured with the same tool version, environment and settings are kept",
+        entry_points=_HEALTH,
+    )
+    output: str = option("docs/health.md", "--output", "the Markdown page", entry_points=_HEALTH)
+    limit: int | None = option(
+        None, "--limit", "measure at most this many new cells in this sitting", minimum=0, entry_points=_HEALTH
+    )
+
+
+OPTION_CLASSES: tuple[tuple[type, str], ...] = (
+    (HealthSettings, "health"),
+    (SoakSettings, _SHARED),
+    (ChaosOptions, _SHARED),
+)
+
+
+@dataclass
+class HealthCell(JsonRecord):
+    """One cell as measured: the matrix cell, and what it was measured with (what makes it reusable)."""
+
+    key: str  # release:ws:mode:scenario
+    cell: MatrixCell
+    tool_version: str
+    environment: str | None  # the release environment's directory name (its full specification's hash)
+    settings: str  # a fingerprint of the soak settings
+    measured_at: str  # UTC, when it ran
+
+
+@dataclass
+class HealthTable(JsonRecord):
+    """``docs/health.json``."""
+
+    cells: dict[str, HealthCell] = field(default_factory=dict)
+    releases: list[str] = field(default_factory=list)
+    ws: list[str] = field(default_factory=list)
+    duration_cap_seconds: float = 0.0
+    users: int = 0
+    last_sitting_wall_seconds: float = 0.0
+    last_sitting_measured: int = 0
+    sittings_wall_seconds: float = 0.0  # every sitting's wall time together: what the table has cost so far
+
+
+def newest_patches(published: list[str], since: str) -> list[str]:
+    """The newest stable release of every minor series from ``since`` on, oldest first."""
+    floor = Version(since)
+    newest: dict[tuple[int, int], Version] = {}
+    for text in published:
+        version = Version(text)
+        if version.is_prerelease or version < floor:
+            continue
+        series = (version.major, version.minor)
+        if series not in newest or version > newest[series]:
+            newest[series] = version
+    by_version = {Version(text): text for text in published}
+    return [by_version[version] for version in sorted(newest.values())]
+
+
+def _fingerprint(template: SoakConfig) -> str:
+    """The soak settings a cell's verdict depends on (never where its report or metrics go)."""
+    settings = template.settings
+    options = changed_args(template.options, _SHARED)
+    for flag in ("--metrics-port", "--metrics-host"):
+        if flag in options:
+            index = options.index(flag)
+            del options[index : index + 2]
+    text = json.dumps([settings.duration, settings.users, settings.spawn_rate, settings.as_of, options])
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _environment(python: str) -> str:
+    return Path(python).parent.parent.name  # ENV/bin/python (not resolved: it links to the base interpreter)
+
+
+def add_parser(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "health", help="the release health table: every minor release x ws implementation, resumable"
+    )
+    for cls, entry in OPTION_CLASSES:
+        add_to_parser(parser, cls, entry)
+
+
+def run_health_command(values: dict[str, Any]) -> int:
+    settings = build(HealthSettings, values, "health")
+    soak_settings = build(SoakSettings, values, _SHARED)
+    options = build(ChaosOptions, values, _SHARED)
+    report_dir = Path(soak_settings.report_dir or "reports/health")
+    return run_health(settings, SoakConfig(soak_settings, options, report_dir), StopFlag().install())
+
+
+def run_health(settings: HealthSettings, template: SoakConfig, stop: StopFlag) -> int:
+    started = time.monotonic()
+    for release in settings.releases:
+        parse_version(release, "--uvicorn")
+    parse_version(settings.since, "--since")
+    state_path, output = Path(settings.state), Path(settings.output)
+    releases = list(settings.releases) or newest_patches(list(published_versions("uvicorn")), settings.since)
+    matrix = MatrixConfig(MatrixSettings(releases=releases, ws=list(settings.ws)), template, template.report_dir)
+    template.options.validate(host=None)
+    table = HealthTable.read(state_path) if state_path.is_file() else HealthTable()
+    table.releases, table.ws = releases, list(settings.ws)
+    table.duration_cap_seconds, table.users = template.settings.duration, template.settings.users
+    fingerprint = _fingerprint(template)
+    plan = matrix.plan()
+    measured = 0
+    for number, planned in enumerate(plan, start=1):
+        step = f"[{number}/{len(plan)}] {planned.step}"
+        if stop.signum is not None:
+            break
+        key = ":".join([planned.release, planned.ws, planned.mode, planned.scenario])
+        soak = matrix.cell(planned)
+        if settings.limit is not None and measured >= settings.limit:
+            # Nothing more is built or run in this sitting: what the table holds stays as it is.
+            held = table.cells.get(key)
+            print(f"{step}: {held.cell.verdict + ' (kept)' if held else 'not measured'} (--limit {settings.limit})")
+            continue
+        try:
+            prepared = prepare(soak)
+        except UsageError as exc:
+            table.cells[key] = _kept(key, planned.not_run("skipped", str(exc)), None, fingerprint)
+            print(f"{step}: skipped ({exc})", flush=True)
+            continue
+        except ChaosError as exc:
+            table.cells[key] = _kept(key, planned.not_run("error", str(exc)), None, fingerprint)
+            print(f"{step}: error ({exc})", flush=True)
+            continue
+        environment = _environment(prepared.python)
+        known = table.cells.get(key)
+        if known is not None and (known.tool_version, known.environment, known.settings) == (
+            __version__,
+            environment,
+            fingerprint,
+        ):
+            print(f"{step}: {known.cell.verdict} (measured {known.measured_at}, kept)", flush=True)
+            continue
+        print(f"{step}: soaking for up to {soak.settings.duration:g}s...", flush=True)
+        try:
+            summary = run_soak(soak, prepared, quiet=True, stop=stop)
+        except Interrupted:
+            break
+        if stop.signum is not None:
+            break  # a cell cut short is no measurement
+        cell = MatrixCell.of(planned.release, summary, soak.report_dir, planned.scenario)
+        table.cells[key] = _kept(key, cell, environment, fingerprint)
+        measured += 1
+        print(f"{step}: {cell.verdict} ({_signatures_text(cell) or 'no errors'}, {cell.wall_seconds:.0f}s)", flush=True)
+        _save(table, state_path, output, plan)
+    table.last_sitting_wall_seconds = round(time.monotonic() - started, 1)
+    table.last_sitting_measured = measured
+    table.sittings_wall_seconds = round(table.sittings_wall_seconds + table.last_sitting_wall_seconds, 1)
+    _save(table, state_path, output, plan)
+    print(f"health: {measured} cells measured in {table.last_sitting_wall_seconds:.0f}s; {output}, {state_path}")
+    return ExitCode.PASS if stop.signum is None else ExitCode.of_signal(stop.signum)
+
+
+def _kept(key: str, cell: MatrixCell, environment: str | None, fingerprint: str) -> HealthCell:
+    return HealthCell(
+        key, cell, __version__, environment, fingerprint, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    )
+
+
+def _save(table: HealthTable, state_path: Path, output: Path, plan: list[PlannedCell]) -> None:
+    table.write(state_path)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(markdown(table, plan))
+
+
+def _signatures(cell: MatrixCell) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for key, count in cell.errors.items():
+        signature = key.split(":", 1)[1]
+        counts[signature] = counts.get(signature, 0) + count
+    return dict(sorted(counts.items(), key=lambda item: -item[1]))
+
+
+def _signatures_text(cell: MatrixCell) -> str:
+    return ", ".join(f"{name} {count}" for name, count in _signatures(cell).items())
+
+
+def _cell_text(cell: HealthCell | None) -> str:
+    if cell is None:
+        return "not measured yet"
+    found = cell.cell
+    if found.status != "ran":
+        return f"{found.status}: {found.reason}".replace("|", "\\|")
+    names = ", ".join(f"[`{name}`]({CATALOGUE_LINK}) {count}" for name, count in _signatures(found).items())
+    wall = f", {found.wall_seconds:.0f} s" if found.wall_seconds is not None else ""
+    return f"**{found.verdict}**" + (f": {names}" if names else "") + wall
+
+
+def markdown(table: HealthTable, plan: list[PlannedCell]) -> str:
+    keys = {(p.release, p.ws): ":".join([p.release, p.ws, p.mode, p.scenario]) for p in plan}
+    held = [table.cells[key] for key in keys.values() if key in table.cells]
+    ran = [cell for cell in held if cell.cell.status == "ran"]
+    soak_seconds = sum(cell.cell.wall_seconds or 0 for cell in ran)
+    lines = [
+        "# Release health: handshake-time shutdown errors per uvicorn release",
+        "",
+        "Generated by `handshake-chaos health` (resumable: run it again to fill or refresh the table; the cells",
+        "measured with the same tool version, release environment and soak settings are kept). Each row is the",
+        "newest patch of a minor release, its environment resolved as of its own publication; each cell one soak",
+        f"under `{DEFAULT_MODE}` ({DEFAULT_SERVER}), every scenario that applies mixed, stopped once its verdict",
+        f"settled (`--until-verdict`; at most {table.duration_cap_seconds:g} s, {table.users} users). A signature",
+        "links to the catalogue of known failures; the number is its count in that soak.",
+        "",
+        f"Cells: {len(ran)} measured, {len(held) - len(ran)} skipped or not built, {len(keys) - len(held)} not yet "
+        f"measured. Their soaks took {soak_seconds:.0f} s; the sittings so far {table.sittings_wall_seconds:.0f} s "
+        f"(wall), the last one measuring {table.last_sitting_measured} cells in "
+        f"{table.last_sitting_wall_seconds:.0f} s.",
+        "",
+        "| uvicorn | " + " | ".join(table.ws) + " |",
+        "|---|" + "---|" * len(table.ws),
+    ]
+    for release in table.releases:
+        cells = [_cell_text(table.cells.get(keys.get((release, ws), ""))) for ws in table.ws]
+        lines.append(f"| {release} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
