@@ -25,7 +25,7 @@ from chaos.detect.client import ClientRecorder
 from chaos.errors import ChaosError, UsageError
 from chaos.linux import require_linux
 from chaos.optionmodel import add_to_parser, build, option
-from chaos.report.dashboard import write_shipped
+from chaos.report.dashboard import DEFAULT_GRAFANA_URL, write_shipped
 from chaos.report.matrix_tables import terminal
 from chaos.report.text import format_summary
 from chaos.results import ExitCode
@@ -80,7 +80,9 @@ the baseline's signatures, does not fail the matrix).""",
   handshake-chaos controller --pidfile /run/gunicorn.pid --interval 5 --duration 10m --server-log error.log
   handshake-chaos controller --pid 12345 --dry-run --max-signals 3 --json""",
     "dashboards": """examples:
-  handshake-chaos dashboards ./grafana""",
+  handshake-chaos dashboards ./grafana
+  handshake-chaos dashboards ./grafana --grafana-url https://grafana.example.com \\
+      --runbook-url https://github.com/OWNER/REPO/blob/main/grafana/runbook.md""",
 }
 
 
@@ -144,10 +146,25 @@ def build_parser() -> argparse.ArgumentParser:
         subparsers,
         "dashboards",
         "write the Grafana dashboard, provisioning, Prometheus config and alert rules to DIR",
-        "Writes what the package ships for Grafana and Prometheus.",
+        "Writes what the package ships for Grafana and Prometheus, and the alerts' runbook. The alert rules' "
+        "runbook_url and dashboard_url are written absolute (Alertmanager cannot open a relative link).",
     )
     dashboards.add_argument("directory", metavar="DIR", help="where to write them (created if missing)")
     dashboards.add_argument("--force", action="store_true", help="replace files that differ")
+    dashboards.add_argument(
+        "--runbook-url",
+        metavar="BASE",
+        env_var="HANDSHAKE_CHAOS_RUNBOOK_URL",
+        help="where the runbook is published (e.g. its copy in your repository); alerts link BASE#SECTION "
+        "(default: file://DIR/runbook.md, the copy written beside the rules)",
+    )
+    dashboards.add_argument(
+        "--grafana-url",
+        metavar="BASE",
+        env_var="HANDSHAKE_CHAOS_GRAFANA_URL",
+        help=f"the Grafana the dashboard is provisioned in; alerts link BASE/d/handshake-chaos/... "
+        f"(default: {DEFAULT_GRAFANA_URL}, the Grafana of the shipped docker-compose.yml)",
+    )
     subparsers.add_parser(
         "locust",
         help="Locust with the packaged locustfile: handshake-chaos locust [Locust's options and ours] "
@@ -199,7 +216,12 @@ def run_matrix_command(values: dict[str, Any]) -> int:
 
 
 def run_dashboards(values: dict[str, Any]) -> int:
-    written = write_shipped(Path(values["directory"]), overwrite=values["force"])
+    written = write_shipped(
+        Path(values["directory"]),
+        overwrite=values["force"],
+        runbook_url=values.get("runbook_url"),
+        grafana_url=values.get("grafana_url"),
+    )
     for path in written:
         print(path)
     return ExitCode.PASS

@@ -28,6 +28,7 @@ from chaos.commands.soak import SoakSettings
 from chaos.errors import UsageError
 from chaos.optionmodel import GROUPS, reference_table
 from chaos.report import dashboard, metrics
+from chaos.report.dashboard import runbook_text
 from chaos.results import WS_IMPLEMENTATIONS, MatrixResult, RunSummary, json_schema
 from chaos.run.options import ChaosOptions
 
@@ -73,6 +74,9 @@ def generated_files() -> dict[str, str]:
         "options.md": options_markdown(),
         "summary.schema.json": json.dumps(json_schema(RunSummary), indent=2) + "\n",
         "matrix.schema.json": json.dumps(json_schema(MatrixResult), indent=2) + "\n",
+        # The runbook ships in the package (handshake-chaos dashboards writes it beside the alert rules).
+        "runbook.md": "<!-- generated: a copy of chaos/report/dashboards/runbook.md (python -m chaos.commands.reference"
+        " docs/); edit that file -->\n" + runbook_text(),
     }
 
 
