@@ -231,7 +231,7 @@ def test_the_action_installs_soaks_0_19_0_and_reports_through_every_runner_file(
     assert report == runner.temp / "handshake-chaos-report" and outputs["junit-xml"] == str(report / "junit.xml")
     summary = read_summary(report / "summary.json")
     assert signatures(summary).get(SIGNATURE_596, 0) > 0
-    assert json.loads((report / "result.json").read_text()) == summary  # --json's stdout, kept
+    assert json.loads((runner.temp / "handshake-chaos-result.json").read_text()) == summary  # --json's stdout
     assert runner.summaries["run"] == (report / "report.md").read_text()
     assert junit_cases(read_junit(report / "junit.xml"))["errors: no handshake-time shutdown error"][0] == "failure"
     # The environments were cached, the report uploaded, and the job fails with the gate's code.

@@ -32,7 +32,7 @@ from chaos.deployment.processes import die_with_parent
 from chaos.errors import ChaosError, DeploymentError, UsageError
 from chaos.optionmodel import changed_args, declared, option
 from chaos.report.events import EVENTS_FILE, EventReader
-from chaos.report.files import write_markdown_report
+from chaos.report.files import compress_logs, write_markdown_report
 from chaos.report.page import write_soak_page
 from chaos.report.text import format_summary
 from chaos.results import (
@@ -366,6 +366,8 @@ def run_soak(
             config, prepared, events.started, locust.returncode, report / "locust.log", stop.signum
         )
     summary.soak = SoakRun(round(time.monotonic() - started, 1), locust.returncode, command)
+    # The deployment has stopped: its logs are kept whole, compressed (a failing hour is megabytes, not hundreds).
+    compress_logs(report / "server")
     summary.write(report / "summary.json")
     write_markdown_report(summary, report / "report.md")
     write_soak_page(summary, report / "report.html")
