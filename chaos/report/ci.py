@@ -29,6 +29,8 @@ from pathlib import Path
 from chaos.results import ErrorRow, MatrixCell, MatrixResult, RunSummary
 
 STEP_SUMMARY = "GITHUB_STEP_SUMMARY"
+# The versions a run names as properties of its suite (what report.md's table shows).
+_VERSIONS = ("uvicorn", "gunicorn", "uvicorn_worker", "websockets", "wsproto", "h11", "python", "handshake_chaos")
 _EXAMPLE_CHARS = 500
 
 
@@ -137,7 +139,7 @@ def soak_suite(summary: RunSummary, allow: Mapping[str, int], command: str = "so
         # With one scenario the gate asks only that signals landed with pending handshakes (the case above).
         landed = signals.landed_with_pending if one_scenario else signals.landed_by_scenario.get(scenario, 0)
         outcomes = summary.outcomes_by_scenario.get(scenario, {})
-        detail = f"caught pending by {landed} signals; outcomes: " + (
+        detail = f"caught pending by {landed} signal{'' if landed == 1 else 's'}; outcomes: " + (
             ", ".join(f"{name} {count}" for name, count in outcomes.items()) or "none"
         )
         if landed == 0:
@@ -168,7 +170,7 @@ def soak_suite(summary: RunSummary, allow: Mapping[str, int], command: str = "so
         "verdict": gate.verdict,
         "exit_code": str(gate.exit_code),
         "reason": gate.reason,
-        **{f"version.{name}": str(value) for name, value in sorted(summary.versions.items()) if value is not None},
+        **{f"version.{name}": str(summary.versions[name]) for name in _VERSIONS if summary.versions.get(name)},
     }
     name = f"handshake-chaos {command} {summary.release} ({summary.ws}, {summary.mode})"
     started = summary.started or None
