@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import os
 import types
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -36,6 +37,16 @@ EntryPoint = Literal["locust", "soak", "matrix", "controller", "bisect", "health
 Scope = Literal["test", "process"]
 RUN: frozenset[EntryPoint] = frozenset({"locust", "soak", "matrix"})
 ENV_PREFIX = "HANDSHAKE_CHAOS_"
+# Where an option is listed in --help (and the generated reference), in this order, with what each holds.
+Group = Literal["load", "signals", "deployment", "detection", "gate", "output"]
+GROUPS: Mapping[str, str] = {
+    "load": "what the Locust users do: how many, how long, which handshake states",
+    "signals": "what the controller sends to the deployment, and when",
+    "deployment": "what runs under test: the release, its environment, the server and your app",
+    "detection": "what counts as a handshake-time shutdown error, and where the server logs it",
+    "gate": "the verdict and its exit code",
+    "output": "labels, metrics, reports and CI files",
+}
 
 T = TypeVar("T")
 
@@ -57,6 +68,7 @@ class OptionMeta:
     choices_named: str = "choose from"
     required: bool = False
     repeatable: bool = False  # a list given one flag at a time (--with a --with b)
+    group: Group | Literal[""] = ""  # its section of --help (GROUPS); a test keeps every option in one
 
 
 def option(default: Any, flag: str, help: str, **meta: Any) -> Any:
@@ -78,7 +90,25 @@ class Declared:
 
     @property
     def env_var(self) -> str:
-        return ENV_PREFIX + self.name.upper()
+        """Named after the flag (``--with``: ``HANDSHAKE_CHAOS_WITH``; ``--chaos-events``: ``..._EVENTS``)."""
+        flag = self.meta.flag.lstrip("-").removeprefix("chaos-")
+        return ENV_PREFIX + flag.replace("-", "_").upper()
+
+    @property
+    def env_aliases(self) -> tuple[str, ...]:
+        """Earlier names still read: the one after the field's name where it differs from the flag's."""
+        legacy = ENV_PREFIX + self.name.upper()
+        return () if legacy == self.env_var else (legacy,)
+
+    @property
+    def env_vars(self) -> tuple[str, ...]:
+        return (self.env_var, *self.env_aliases)
+
+    def alias_value(self, environ: Mapping[str, str]) -> str | None:
+        """The value an alias gives, when the flag-named variable is not set."""
+        if self.env_var in environ:
+            return None
+        return next((environ[name] for name in self.env_aliases if name in environ), None)
 
     @property
     def flags(self) -> tuple[str, ...]:
@@ -242,31 +272,56 @@ def _shown_default(item: Declared, entry: str) -> str:
 
 
 def _help(item: Declared, entry: str) -> str:
+    """The option's help with its default, once: a help that says its own default in words keeps it."""
+    if "(default:" in item.meta.help:
+        return item.meta.help
     return f"{item.meta.help} (default: {_shown_default(item, entry) or 'none'})"
 
 
-def add_to_parser(parser: argparse.ArgumentParser, cls: type, entry: str) -> None:
-    """The options ``cls`` declares for ``entry``, on a handshake-chaos command's parser.
+_TRUE = ("true", "1", "yes", "on")
 
-    Values stay text here (``build`` converts them), so every bad value is one clear line.
+
+def _group(parser: argparse.ArgumentParser, name: str, title: str) -> Any:
+    """The parser's argument group for ``name`` (a ``GROUPS`` entry), made when first used and kept in
+    ``GROUPS`` order after the parser's own groups, whichever options class adds to it first (argparse
+    prints a group's title and description even when it is empty, so none is made ahead)."""
+    groups: dict[str, Any] = parser.__dict__.setdefault("_handshake_chaos_groups", {})
+    if name not in groups:
+        groups[name] = parser.add_argument_group(title.format(name or "other"), GROUPS.get(name))
+        order = [*GROUPS, ""]
+        ours = [groups[key] for key in sorted(groups, key=order.index)]
+        parser._action_groups = [group for group in parser._action_groups if group not in ours] + ours
+    return groups[name]
+
+
+def add_to_parser(parser: argparse.ArgumentParser, cls: type, entry: str) -> None:
+    """The options ``cls`` declares for ``entry``, on a handshake-chaos command's parser, each in its group.
+
+    Values stay text here (``build`` converts them), so every bad value is one clear line. An option's
+    older env var name (``env_aliases``) is still read, below its flag-named one.
     """
     for item in declared_on(cls, entry):
         kwargs: dict[str, Any] = {"dest": item.name, "help": _help(item, entry)}
         if isinstance(parser, configargparse.ArgumentParser):
             kwargs["env_var"] = item.env_var
+        alias = item.alias_value(os.environ)
         if item.base is bool:
             # On by default here (--until-verdict on matrix): --no-... turns it off.
             action = argparse.BooleanOptionalAction if item.default_for(entry) else "store_true"
-            kwargs.update(action=action, default=item.default_for(entry))
+            default = item.default_for(entry) if alias is None else alias.strip().lower() in _TRUE
+            kwargs.update(action=action, default=default)
         else:
-            kwargs["default"] = None
+            kwargs["default"] = alias
             if item.meta.repeatable:
                 kwargs["action"] = "append"
+                kwargs["default"] = None if alias is None else [alias]
             elif item.many:
                 kwargs["nargs"] = "*" if not item.meta.required else "+"
             if item.meta.choices is not None:
                 kwargs["metavar"] = "{" + ",".join(item.meta.choices) + "}"
-        parser.add_argument(*item.flags, **kwargs)
+            else:
+                kwargs["metavar"] = item.meta.flag.lstrip("-").replace("-", "_").upper()  # --with WITH
+        _group(parser, item.meta.group, "{} options").add_argument(*item.flags, **kwargs)
 
 
 def add_to_locust(parser: Any, cls: type) -> None:
@@ -275,10 +330,14 @@ def add_to_locust(parser: Any, cls: type) -> None:
     Test-scope options appear in the web UI's start form with their defaults as text;
     process-scope ones are not offered there (editing them could not take effect).
     """
-    group = parser.add_argument_group("handshake-chaos", "handshake-chaos options (docs/options.md)")
     for item in declared_on(cls, "locust"):
         default = item.default_for("locust")
-        kwargs: dict[str, Any] = {"dest": item.name, "env_var": item.env_var, "help": _help(item, "locust")}
+        # Locust's help leaves env vars out (add_env_var_help=False): ours say theirs.
+        help_text = f"{_help(item, 'locust')} [env var: {item.env_var}]"
+        kwargs: dict[str, Any] = {"dest": item.name, "env_var": item.env_var, "help": help_text}
+        alias = item.alias_value(os.environ)
+        if alias is not None:  # an older env var name, still read: the flag-named one wins when both are set
+            default = alias.strip().lower() in _TRUE if item.base is bool else alias
         if item.base is bool:
             kwargs.update(action="store_true", default=default)
         elif item.many:
@@ -287,6 +346,7 @@ def add_to_locust(parser: Any, cls: type) -> None:
             kwargs["default"] = item.text(default)
             if item.meta.choices is not None and item.meta.scope == "test":
                 kwargs["choices"] = item.meta.choices  # a select in the web UI
+        group = _group(parser, item.meta.group, "handshake-chaos {} options (docs/options.md)")
         action = group.add_argument(*item.flags, **kwargs)
         # A group's add_argument is argparse's own, not Locust's: mark the action for the web UI here.
         action.include_in_web_ui = item.meta.scope == "test"
@@ -304,10 +364,12 @@ def with_test_scope(current: T, values: Mapping[str, Any], entry: str = "locust"
     return dataclasses.replace(current, **{name: getattr(fresh, name) for name in names})  # type: ignore[type-var]
 
 
-def reference_table(cls: type, entry: str) -> list[tuple[str, str, str, str]]:
-    """(flags, default, env var, help) of each option, for the generated docs."""
-    rows = []
+def reference_table(cls: type, entry: str) -> list[tuple[str, str, str, str, str]]:
+    """(group, flags, default, env var, help) of each option, for the generated docs."""
+    rows: list[tuple[str, str, str, str, str]] = []
     for item in declared_on(cls, entry):
         scope = "" if entry != "locust" or item.meta.scope == "test" else " (at start only)"
-        rows.append((", ".join(item.flags), _shown_default(item, entry) or "-", item.env_var, item.meta.help + scope))
+        env = item.env_var + "".join(f" (or {alias})" for alias in item.env_aliases)
+        flags = ", ".join(item.flags)
+        rows.append((item.meta.group, flags, _shown_default(item, entry) or "-", env, item.meta.help + scope))
     return rows

@@ -254,3 +254,34 @@ def drive_load(session: ChaosSession, users: int, seconds: float) -> None:
         thread.start()
     for thread in threads:
         thread.join()
+
+
+JUNIT_XSD = ROOT / "tests" / "data" / "junit-10.xsd"
+
+
+def read_junit(path: Path) -> Any:
+    """A ``--junit-xml`` file as CI reads it: valid against the JUnit XSD Jenkins validates with, then parsed
+    by a JUnit consumer (junitparser). Returns the one test suite it holds."""
+    from junitparser import JUnitXml
+    from lxml import etree
+
+    schema = etree.XMLSchema(etree.parse(str(JUNIT_XSD)))
+    document = etree.parse(str(path))
+    assert schema.validate(document), schema.error_log
+    suites = list(JUnitXml.fromfile(str(path)))
+    assert len(suites) == 1, suites
+    return suites[0]
+
+
+def junit_cases(suite: Any) -> dict[str, tuple[str | None, str, str]]:
+    """Each test case by name: (outcome element or None when it passed, its message, its text)."""
+    cases = {}
+    for case in suite:
+        outcome = case.result[0] if case.result else None
+        kind = None if outcome is None else outcome._tag
+        cases[case.name] = (
+            kind,
+            (outcome.message or "") if outcome is not None else "",
+            (outcome.text or "") if outcome is not None else (case.system_out or ""),
+        )
+    return cases

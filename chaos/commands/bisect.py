@@ -71,7 +71,12 @@ _SHARED = "matrix"
 @dataclass(frozen=True)
 class BisectSettings:
     good: str = option(
-        "", "--good", "the end without the signature (a release, or 'latest')", required=True, entry_points=_BISECT
+        "",
+        "--good",
+        "the end without the signature (a release, or 'latest')",
+        required=True,
+        entry_points=_BISECT,
+        group="deployment",
     )
     bad: str = option(
         "",
@@ -79,12 +84,14 @@ class BisectSettings:
         "the end with it: older than --good for a fix, newer for a regression",
         required=True,
         entry_points=_BISECT,
+        group="deployment",
     )
     signature: str | None = option(
         None,
         "--signature",
         "the signature to follow (none: any handshake-time error, the gate's fail); the others are tolerated",
         entry_points=_BISECT,
+        group="gate",
     )
     retries: int = option(
         2,
@@ -93,15 +100,17 @@ class BisectSettings:
         minimum=0,
         maximum=20,
         entry_points=_BISECT,
+        group="gate",
     )
     include_prereleases: bool = option(
-        False, "--include-prereleases", "bisect over pre-releases too", entry_points=_BISECT
+        False, "--include-prereleases", "bisect over pre-releases too", entry_points=_BISECT, group="deployment"
     )
     repo: str | None = option(
         None,
         "--repo",
         "a local uvicorn git checkout: then bisect its commits between the two boundary releases' tags",
         entry_points=_BISECT,
+        group="deployment",
     )
     ws: str = option(
         "wsproto",
@@ -111,10 +120,19 @@ class BisectSettings:
         what="implementation",
         choices_named="uvicorn's ws implementations are",
         entry_points=_BISECT,
+        group="deployment",
     )
-    mode: Mode = option(DEFAULT_MODE, "--mode", "chaos mode", choices=MODES, what="mode", entry_points=_BISECT)
+    mode: Mode = option(
+        DEFAULT_MODE, "--mode", "chaos mode", choices=MODES, what="mode", entry_points=_BISECT, group="signals"
+    )
     server: ServerFamily = option(
-        DEFAULT_SERVER, "--server", "server family", choices=SERVER_FAMILIES, what="server", entry_points=_BISECT
+        DEFAULT_SERVER,
+        "--server",
+        "server family",
+        choices=SERVER_FAMILIES,
+        what="server",
+        entry_points=_BISECT,
+        group="deployment",
     )
     scenarios: list[Scenario] = option(
         [],
@@ -123,10 +141,17 @@ class BisectSettings:
         choices=SCENARIOS,
         what="scenario",
         entry_points=_BISECT,
+        group="load",
     )
-    json: bool = option(False, "--json", "print bisect.json on stdout (progress stays on stderr)", entry_points=_BISECT)
+    json: bool = option(
+        False, "--json", "print bisect.json on stdout (progress stays on stderr)", entry_points=_BISECT, group="output"
+    )
     junit_xml: str | None = option(
-        None, "--junit-xml", "write a JUnit XML report: one test case per step, and the boundary", entry_points=_BISECT
+        None,
+        "--junit-xml",
+        "write a JUnit XML report: one test case per step, and the boundary",
+        entry_points=_BISECT,
+        group="output",
     )
 
 

@@ -49,8 +49,11 @@ class HealthSettings:
         "--uvicorn",
         "releases to measure (none: the newest patch of every minor release from --since on)",
         entry_points=_HEALTH,
+        group="deployment",
     )
-    since: str = option("0.19", "--since", "the oldest minor release of the table", entry_points=_HEALTH)
+    since: str = option(
+        "0.19", "--since", "the oldest minor release of the table", entry_points=_HEALTH, group="deployment"
+    )
     ws: list[str] = option(
         list(WS_IMPLEMENTATIONS),
         "--ws",
@@ -59,16 +62,23 @@ class HealthSettings:
         what="implementation",
         choices_named="uvicorn's ws implementations are",
         entry_points=_HEALTH,
+        group="deployment",
     )
     state: str = option(
         "docs/health.json",
         "--state",
         "the table as JSON: cells measured with the same tool version, environment and settings are kept",
         entry_points=_HEALTH,
+        group="output",
     )
-    output: str = option("docs/health.md", "--output", "the Markdown page", entry_points=_HEALTH)
+    output: str = option("docs/health.md", "--output", "the Markdown page", entry_points=_HEALTH, group="output")
     limit: int | None = option(
-        None, "--limit", "measure at most this many new cells in this sitting", minimum=0, entry_points=_HEALTH
+        None,
+        "--limit",
+        "measure at most this many new cells in this sitting",
+        minimum=0,
+        entry_points=_HEALTH,
+        group="gate",
     )
 
 

@@ -56,6 +56,7 @@ class MatrixSettings:
         required=True,
         scope="process",
         entry_points=_MATRIX,
+        group="deployment",
     )
     ws: list[str] = option(
         ["wsproto", "websockets"],
@@ -66,6 +67,7 @@ class MatrixSettings:
         choices_named="uvicorn's ws implementations are",
         scope="process",
         entry_points=_MATRIX,
+        group="deployment",
     )
     modes: list[Mode] = option(
         [DEFAULT_MODE],
@@ -75,6 +77,7 @@ class MatrixSettings:
         what="mode",
         scope="process",
         entry_points=_MATRIX,
+        group="signals",
     )
     servers: list[ServerFamily] = option(
         [DEFAULT_SERVER],
@@ -84,6 +87,7 @@ class MatrixSettings:
         what="server",
         scope="process",
         entry_points=_MATRIX,
+        group="deployment",
     )
     scenarios: list[Scenario] = option(
         [],
@@ -93,6 +97,7 @@ class MatrixSettings:
         what="scenario",
         scope="process",
         entry_points=_MATRIX,
+        group="load",
     )
     expect_fail: list[str] = option(
         [],
@@ -100,6 +105,7 @@ class MatrixSettings:
         "cells expected to fail: RELEASE, RELEASE:WS or RELEASE:WS:MODE",
         scope="process",
         entry_points=_MATRIX,
+        group="gate",
     )
     baseline_release: str | None = option(
         None,
@@ -107,6 +113,7 @@ class MatrixSettings:
         "fail other releases only on signatures this release's cells did not show",
         scope="process",
         entry_points=_MATRIX,
+        group="gate",
     )
 
 

@@ -25,10 +25,12 @@ from chaos.commands import bisect, health
 from chaos.commands.bisection import BisectResult
 from chaos.commands.cli import ControllerSettings
 from chaos.commands.matrix import MatrixSettings
+from chaos.commands.outputs import CiSettings
 from chaos.commands.soak import SoakSettings
 from chaos.errors import UsageError
-from chaos.optionmodel import reference_table
+from chaos.optionmodel import GROUPS, reference_table
 from chaos.report import dashboard, metrics
+from chaos.report.dashboard import runbook_text
 from chaos.results import WS_IMPLEMENTATIONS, MatrixResult, RunSummary, json_schema
 from chaos.run.options import ChaosOptions
 
@@ -36,8 +38,8 @@ COMMAND = "python -m chaos.commands.reference docs/"
 
 _ENTRY_POINTS = (
     ("locust", "`locust -f locustfiles/handshake.py`", (ChaosOptions,)),
-    ("soak", "`handshake-chaos soak`", (SoakSettings, ChaosOptions)),
-    ("matrix", "`handshake-chaos matrix`", (MatrixSettings, SoakSettings, ChaosOptions)),
+    ("soak", "`handshake-chaos soak`", (SoakSettings, ChaosOptions, CiSettings)),
+    ("matrix", "`handshake-chaos matrix`", (MatrixSettings, SoakSettings, ChaosOptions, CiSettings)),
     ("controller", "`handshake-chaos controller`", (ChaosOptions, ControllerSettings)),
 )
 
@@ -47,7 +49,9 @@ def options_markdown() -> str:
         "# Options",
         "",
         "Generated from the options model (`python -m chaos.commands.reference docs/`); do not edit.",
-        "Every option is also read from its environment variable. In Locust's web UI, the options",
+        "Every option is also read from its environment variable, named after its flag (`--with`:",
+        "`HANDSHAKE_CHAOS_WITH`); an earlier name, shown as *(or NAME)*, is still read when the flag's is not",
+        "set. Options are grouped as `--help` groups them. In Locust's web UI, the options",
         "marked *at start only* are not offered in the start form: they shape the deployment, which",
         "is already running; every other one takes effect at the next Start. A blank field means the default.",
     ]
@@ -57,9 +61,16 @@ def options_markdown() -> str:
     sections.append(("`handshake-chaos bisect`", list(bisect.OPTION_CLASSES)))
     sections.append(("`handshake-chaos health`", list(health.OPTION_CLASSES)))
     for title, tables in sections:
-        lines += ["", f"## {title}", "", "| option | default | env var | meaning |", "|---|---|---|---|"]
-        for cls, entry in tables:
-            for flags, default, env_var, help_text in reference_table(cls, entry):
+        lines += ["", f"## {title}"]
+        rows = [row for cls, entry in tables for row in reference_table(cls, entry)]
+        # In the groups --help shows them in, each group's options in declaration order.
+        for group in (*GROUPS, ""):
+            grouped = [row for row in rows if row[0] == group]
+            if not grouped:
+                continue
+            lines += ["", f"**{group or 'other'}**: {GROUPS.get(group, '')}", ""]
+            lines += ["| option | default | env var | meaning |", "|---|---|---|---|"]
+            for _, flags, default, env_var, help_text in grouped:
                 lines.append(f"| `{flags}` | {default} | `{env_var}` | {help_text} |")
     return "\n".join(lines) + "\n"
 
@@ -71,6 +82,9 @@ def generated_files() -> dict[str, str]:
         "summary.schema.json": json.dumps(json_schema(RunSummary), indent=2) + "\n",
         "matrix.schema.json": json.dumps(json_schema(MatrixResult), indent=2) + "\n",
         "bisect.schema.json": json.dumps(json_schema(BisectResult), indent=2) + "\n",
+        # The runbook ships in the package (handshake-chaos dashboards writes it beside the alert rules).
+        "runbook.md": "<!-- generated: a copy of chaos/report/dashboards/runbook.md (python -m chaos.commands.reference"
+        " docs/); edit that file -->\n" + runbook_text(),
     }
 
 

@@ -32,7 +32,7 @@ from chaos.deployment.processes import die_with_parent
 from chaos.errors import ChaosError, DeploymentError, UsageError
 from chaos.optionmodel import changed_args, declared, option
 from chaos.report.events import EVENTS_FILE, EventReader
-from chaos.report.files import write_markdown_report
+from chaos.report.files import compress_logs, write_markdown_report
 from chaos.report.page import write_soak_page
 from chaos.report.text import format_summary
 from chaos.results import (
@@ -76,6 +76,7 @@ class SoakSettings:
         "uvicorn version, 'latest', a wheel or a source checkout (none: this interpreter's uvicorn)",
         scope="process",
         entry_points=frozenset({"soak"}),
+        group="deployment",
     )
     duration: float = option(
         60.0,
@@ -84,28 +85,59 @@ class SoakSettings:
         duration=True,
         positive=True,
         entry_points=_SOAK_AND_MATRIX,
+        group="load",
     )
-    users: int = option(100, "--users", "Locust users", minimum=1, entry_points=_SOAK_AND_MATRIX)
+    users: int = option(100, "--users", "Locust users", minimum=1, entry_points=_SOAK_AND_MATRIX, group="load")
     spawn_rate: float = option(
-        50.0, "--spawn-rate", "users started per second", positive=True, entry_points=_SOAK_AND_MATRIX
+        50.0,
+        "--spawn-rate",
+        "users started per second",
+        positive=True,
+        entry_points=_SOAK_AND_MATRIX,
+        group="load",
     )
     processes: int | None = option(
-        None, "--processes", "Locust worker processes (Locust's --processes)", minimum=1, entry_points=_SOAK_AND_MATRIX
+        None,
+        "--processes",
+        "Locust worker processes (Locust's --processes)",
+        minimum=1,
+        entry_points=_SOAK_AND_MATRIX,
+        group="load",
     )
     report_dir: str | None = option(
-        None, "--report-dir", "where reports go (default: reports/...)", entry_points=_SOAK_AND_MATRIX
+        None,
+        "--report-dir",
+        "where reports go (default: reports/...)",
+        entry_points=_SOAK_AND_MATRIX,
+        group="output",
     )
     gunicorn: str | None = option(
-        None, "--gunicorn", "pin gunicorn instead of the release's contemporary", entry_points=_SOAK_AND_MATRIX
+        None,
+        "--gunicorn",
+        "pin gunicorn instead of the release's contemporary",
+        entry_points=_SOAK_AND_MATRIX,
+        group="deployment",
     )
     ws_version: str | None = option(
-        None, "--ws-version", "pin the ws library (websockets or wsproto)", entry_points=_SOAK_AND_MATRIX
+        None,
+        "--ws-version",
+        "pin the ws library (websockets or wsproto)",
+        entry_points=_SOAK_AND_MATRIX,
+        group="deployment",
     )
     constraint: str | None = option(
-        None, "--constraint", "pip constraints file for the environment", entry_points=_SOAK_AND_MATRIX
+        None,
+        "--constraint",
+        "pip constraints file for the environment",
+        entry_points=_SOAK_AND_MATRIX,
+        group="deployment",
     )
     as_of: str | None = option(
-        None, "--as-of", "resolve dependencies as of this date instead", entry_points=_SOAK_AND_MATRIX
+        None,
+        "--as-of",
+        "resolve dependencies as of this date instead",
+        entry_points=_SOAK_AND_MATRIX,
+        group="deployment",
     )
     with_packages: list[str] = option(
         [],
@@ -113,21 +145,28 @@ class SoakSettings:
         "a requirement of your app (e.g. starlette) installed into the release's environment; repeatable",
         repeatable=True,
         entry_points=_SOAK_AND_MATRIX,
+        group="deployment",
     )
     with_requirements: str | None = option(
         None,
         "--with-requirements",
         "a requirements file of your app, installed likewise",
         entry_points=_SOAK_AND_MATRIX,
+        group="deployment",
     )
     with_as_of: str | None = option(
         None,
         "--with-as-of",
         "resolve the --with requirements as of this date (default: the release's date)",
         entry_points=_SOAK_AND_MATRIX,
+        group="deployment",
     )
     cache_dir: str | None = option(
-        None, "--cache-dir", "where release environments are kept", entry_points=_SOAK_AND_MATRIX
+        None,
+        "--cache-dir",
+        "where release environments are kept",
+        entry_points=_SOAK_AND_MATRIX,
+        group="deployment",
     )
 
 
@@ -234,9 +273,16 @@ def locust_options(config: SoakConfig, prepared: Prepared) -> ChaosOptions:
     )
 
 
+# Locust as the soak runs it: sealed from the caller's Locust configuration (chaos.locust_plugin.main).
+SEALED_LOCUST = ["-m", "chaos.locust_plugin.main", "--sealed"]
+
+
 def locust_command(config: SoakConfig, prepared: Prepared) -> list[str]:
     settings, report = config.settings, config.report_dir
-    command = [sys.executable, "-m", "locust", "-f", str(locustfile()), "--headless"]
+    command = [sys.executable, *SEALED_LOCUST, "-f", str(locustfile()), "--headless"]
+    # The soak's own console shows the progress (events.jsonl): Locust's periodic stats tables would
+    # only grow locust.log (megabytes an hour); its final summary stays.
+    command += ["--only-summary"]
     command += ["-u", str(settings.users), "-r", f"{settings.spawn_rate:g}", "-t", f"{settings.duration:g}s"]
     command += ["--stop-timeout", str(_LOCUST_STOP_TIMEOUT)]
     command += ["--csv", str(report / "locust"), "--html", str(report / "locust.html")]
@@ -245,10 +291,21 @@ def locust_command(config: SoakConfig, prepared: Prepared) -> list[str]:
     return command + changed_args(locust_options(config, prepared), "locust")
 
 
+# Of the caller's environment, what the Locust process must not see: the run's own outputs are the soak's
+# to write (the step summary gets the soak's report once, not its Locust's too).
+_NOT_FOR_LOCUST = frozenset({"GITHUB_STEP_SUMMARY"})
+
+
 def _locust_environment() -> dict[str, str]:
-    """This environment without the option env vars: their values are on the command line already."""
-    option_vars = {item.env_var for cls in (ChaosOptions, SoakSettings) for item in declared(cls)}
-    return {key: value for key, value in os.environ.items() if key not in option_vars}
+    """This environment without the option env vars (their values are on the command line already), without
+    any ``LOCUST_*`` variable (the soak's Locust reads no configuration but what the soak gives it), and
+    without the CI outputs the soak itself writes."""
+    option_vars = {name for cls in (ChaosOptions, SoakSettings) for item in declared(cls) for name in item.env_vars}
+    return {
+        key: value
+        for key, value in os.environ.items()
+        if key not in option_vars and key not in _NOT_FOR_LOCUST and not key.startswith("LOCUST_")
+    }
 
 
 def run_soak(
@@ -309,6 +366,8 @@ def run_soak(
             config, prepared, events.started, locust.returncode, report / "locust.log", stop.signum
         )
     summary.soak = SoakRun(round(time.monotonic() - started, 1), locust.returncode, command)
+    # The deployment has stopped: its logs are kept whole, compressed (a failing hour is megabytes, not hundreds).
+    compress_logs(report / "server")
     summary.write(report / "summary.json")
     write_markdown_report(summary, report / "report.md")
     write_soak_page(summary, report / "report.html")

@@ -38,6 +38,8 @@ from chaos.load.ledger import HandshakeLedger
 from chaos.locust_plugin import webui
 from chaos.locust_plugin.distributed import BroadcastExposure, WorkerSide
 from chaos.optionmodel import add_to_locust, build, with_test_scope
+from chaos.report.ci import append_step_summary, soak_suite, write_junit
+from chaos.report.files import markdown_report
 from chaos.report.text import format_summary
 from chaos.results import REFUSED, RunSummary
 from chaos.run.events import RunEvents
@@ -323,8 +325,21 @@ def _on_quitting(environment: Any, **_kwargs: Any) -> None:
     if events is not None:
         events.finish(summary)
     print(format_summary(summary), flush=True)
+    _ci_outputs(summary)
     if _PART.options.gate:
         environment.process_exit_code = summary.gate.exit_code
+
+
+def _ci_outputs(summary: RunSummary) -> None:
+    """--junit-xml: the gate's checks; with --gate, the report appended to $GITHUB_STEP_SUMMARY when set."""
+    options = _PART.options
+    try:
+        if options.junit_xml:
+            write_junit(soak_suite(summary, options.gate_policy().allow, "locust"), Path(options.junit_xml))
+        if options.gate:
+            append_step_summary(markdown_report(summary))
+    except OSError as exc:
+        log.error("handshake-chaos: cannot write the CI outputs: %s", exc)
 
 
 class HandshakeUser(User):

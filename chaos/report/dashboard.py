@@ -26,6 +26,14 @@ SELECTOR = 'release=~"$release", ws=~"$ws", mode=~"$mode"'
 # The series that carry a scenario (errors, outcomes, the signals that caught each one) are filtered by it too.
 SCENARIO_SELECTOR = SELECTOR + ', scenario=~"$scenario"'
 SIGNALS_SERIES = f"handshake_chaos_signals_total{{{SELECTOR}}}"
+# Counts of what must not happen (errors, bad worker exits): 0 is green, 1 is already red. Grafana's own
+# default turns red only at 80, which would show a failing release green.
+RED_FROM_ONE = {"mode": "absolute", "steps": [{"color": "green", "value": None}, {"color": "red", "value": 1}]}
+# Counts of what must happen (a scenario caught by a signal): 0 is red (nothing was tested), 1 green.
+GREEN_FROM_ONE = {"mode": "absolute", "steps": [{"color": "red", "value": None}, {"color": "green", "value": 1}]}
+ALL_GREEN = {"mode": "absolute", "steps": [{"color": "green", "value": None}]}
+# How a signalled worker may end badly (handshake_chaos_worker_exits_total's kinds that dropped connections).
+BAD_EXITS = "crash|nonzero|killed|timeout"
 
 
 def _target(expr: str, legend: str = "", instant: bool = False, table: bool = False, ref: str = "A") -> dict[str, Any]:
@@ -58,13 +66,18 @@ def _panel(
     description: str,
     unit: str,
     decimals: int | None = None,
+    thresholds: dict[str, Any] | None = None,
+    overrides: list[dict[str, Any]] | None = None,
     **extra: Any,
 ) -> dict[str, Any]:
-    """A panel; every one says what it shows (description) and in what unit."""
+    """A panel; every one says what it shows (description) and in what unit; ``thresholds`` color it."""
     x, y, w, h = grid
     defaults: dict[str, Any] = {"unit": unit}
     if decimals is not None:
         defaults["decimals"] = decimals
+    if thresholds is not None:
+        defaults["color"] = {"mode": "thresholds"}
+        defaults["thresholds"] = thresholds
     panel: dict[str, Any] = {
         "id": panel_id,
         "title": title,
@@ -73,7 +86,7 @@ def _panel(
         "datasource": DATASOURCE,
         "gridPos": {"x": x, "y": y, "w": w, "h": h},
         "targets": targets,
-        "fieldConfig": {"defaults": defaults, "overrides": []},
+        "fieldConfig": {"defaults": defaults, "overrides": overrides or []},
     }
     panel.update(extra)
     return panel
@@ -105,13 +118,15 @@ def panels() -> list[dict[str, Any]]:
             "stat",
             (0, 0, 6, 9),
             [_target(f"round(sum(increase({errors}[$__range])))", "errors", instant=True)],
-            description="All handshake-time shutdown errors of the selected releases in the time range: 0 is a pass.",
+            description="All handshake-time shutdown errors of the selected releases in the time range: 0 is a pass "
+            "(green); 1 or more is a fail (red).",
             options={
                 "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
                 "colorMode": "background",
             },
             unit="none",
             decimals=0,  # counts: whole numbers
+            thresholds=RED_FROM_ONE,
         ),
         _panel(
             1,
@@ -246,8 +261,8 @@ def panels() -> list[dict[str, Any]]:
                     instant=True,
                 )
             ],
-            description="Signalled workers by how they ended: signalled or clean is healthy; crash, nonzero, "
-            "killed and timeout dropped every connection the worker held.",
+            description="Signalled workers by how they ended: signalled or clean is healthy (green); crash, nonzero, "
+            "killed and timeout dropped every connection the worker held (red from 1).",
             options={
                 "displayMode": "basic",
                 "orientation": "horizontal",
@@ -255,6 +270,16 @@ def panels() -> list[dict[str, Any]]:
             },
             unit="none",
             decimals=0,  # counts: whole numbers
+            thresholds=ALL_GREEN,
+            overrides=[
+                {
+                    "matcher": {"id": "byRegexp", "options": f"/ ({BAD_EXITS})$/"},
+                    "properties": [
+                        {"id": "color", "value": {"mode": "thresholds"}},
+                        {"id": "thresholds", "value": RED_FROM_ONE},
+                    ],
+                }
+            ],
         ),
         *mode_row(43),
         *scenario_row(60),
@@ -362,9 +387,10 @@ def scenario_row(y: int) -> list[dict[str, Any]]:
             (12, y + 1, 12, 8),
             [_target(f"round(sum by (scenario) (increase({landed}[$__range])))", "{{scenario}}", instant=True)],
             description="A pass needs every scenario of the run caught by at least one signal: a state no signal "
-            "found pending was not tested.",
+            "found pending was not tested (red at 0).",
             unit="none",
             decimals=0,
+            thresholds=GREEN_FROM_ONE,
         ),
         _panel(
             33,
@@ -479,19 +505,45 @@ def shipped_files() -> dict[str, Traversable]:
         for entry in directory.iterdir():
             if entry.is_dir():
                 walk(entry, f"{prefix}{entry.name}/")
-            elif entry.name.endswith((".json", ".yml")):
+            elif entry.name.endswith((".json", ".yml", ".md")):
                 found[prefix + entry.name] = entry
 
     walk(root, "")
     return dict(sorted(found.items()))
 
 
-def write_shipped(directory: Path, overwrite: bool = False) -> list[Path]:
-    """Writes the shipped files under ``directory``; refuses to replace a different file unless told to."""
+DEFAULT_GRAFANA_URL = "http://127.0.0.1:3000"  # the Grafana of the shipped docker-compose.yml
+RUNBOOK = "runbook.md"
+
+
+def absolute_links(text: str, runbook_url: str, grafana_url: str) -> str:
+    """The alert rules (and their unit tests) with absolute ``runbook_url`` and ``dashboard_url`` links."""
+    text = text.replace(f'runbook_url: "{RUNBOOK}#', f'runbook_url: "{runbook_url}#')
+    return text.replace('dashboard_url: "/d/', f'dashboard_url: "{grafana_url.rstrip("/")}/d/')
+
+
+def write_shipped(
+    directory: Path, overwrite: bool = False, runbook_url: str | None = None, grafana_url: str | None = None
+) -> list[Path]:
+    """Writes the shipped files under ``directory``; refuses to replace a different file unless told to.
+
+    The alert rules link absolutely: to ``runbook_url`` (default: the runbook written beside them, as a
+    file:// URL) and to the dashboard in the Grafana at ``grafana_url`` (default: ``DEFAULT_GRAFANA_URL``).
+    """
     files = shipped_files()
     if not files:
         raise UsageError("this installation has no dashboards (a broken package?)")
-    targets = {directory / name: entry.read_bytes() for name, entry in files.items()}
+    runbook = runbook_url or (directory.resolve() / RUNBOOK).as_uri()
+    grafana = grafana_url or DEFAULT_GRAFANA_URL
+    for flag, url in (("--runbook-url", runbook), ("--grafana-url", grafana)):
+        if not url.startswith(("http://", "https://", "file://")):
+            raise UsageError(f"{flag} must be an absolute http://, https:// or file:// URL, got {url!r}")
+    targets = {}
+    for name, entry in files.items():
+        data = entry.read_bytes()
+        if name.startswith("alerts"):
+            data = absolute_links(data.decode(), runbook, grafana).encode()
+        targets[directory / name] = data
     clashes = [path for path, data in targets.items() if path.exists() and path.read_bytes() != data]
     if clashes and not overwrite:
         raise UsageError(f"{clashes[0]} exists and differs (use --force to replace it)")
@@ -502,6 +554,11 @@ def write_shipped(directory: Path, overwrite: bool = False) -> list[Path]:
     except OSError as exc:
         raise UsageError(f"cannot write the dashboards to {directory}: {exc.strerror or exc}") from None
     return list(targets)
+
+
+def runbook_text() -> str:
+    """The alerts' runbook as the package ships it (docs/runbook.md is generated from it)."""
+    return (importlib.resources.files("chaos.report") / "dashboards" / RUNBOOK).read_text()
 
 
 if __name__ == "__main__":

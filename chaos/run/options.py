@@ -58,28 +58,55 @@ def check_host_url(host: str) -> None:
 class ChaosOptions:
     # -- the load: each Locust user holds one handshake at a time ------------------------
     hold_seconds: float = option(
-        2.0, "--hold-seconds", "how long the probe app keeps each handshake pending", minimum=0, maximum=60
+        2.0,
+        "--hold-seconds",
+        "how long the probe app keeps each handshake pending",
+        minimum=0,
+        maximum=60,
+        group="load",
     )
     hold_jitter: float = option(
-        0.5, "--hold-jitter", "spread of each hold time, as a fraction of it", minimum=0, maximum=1
+        0.5,
+        "--hold-jitter",
+        "spread of each hold time, as a fraction of it",
+        minimum=0,
+        maximum=1,
+        group="load",
     )
     keep_open_seconds: float = option(
-        1.0, "--keep-open-seconds", "how long a user keeps an accepted websocket open", minimum=0
+        1.0,
+        "--keep-open-seconds",
+        "how long a user keeps an accepted websocket open",
+        minimum=0,
+        group="load",
     )
-    ws_path: str = option(PROBE_WS_PATH, "--ws-path", "path of the websocket route the users open")
-    connect_timeout: float = option(5.0, "--connect-timeout", "TCP connect timeout, seconds", positive=True)
+    ws_path: str = option(PROBE_WS_PATH, "--ws-path", "path of the websocket route the users open", group="load")
+    connect_timeout: float = option(
+        5.0, "--connect-timeout", "TCP connect timeout, seconds", positive=True, group="load"
+    )
     handshake_timeout: float = option(
-        30.0, "--handshake-timeout", "seconds to wait for the handshake response, beyond the hold", positive=True
+        30.0,
+        "--handshake-timeout",
+        "seconds to wait for the handshake response, beyond the hold",
+        positive=True,
+        group="load",
     )
     max_handshakes: int = option(
-        1_000_000, "--max-handshakes", "upper bound of handshake attempts per Locust process", minimum=1
+        1_000_000,
+        "--max-handshakes",
+        "upper bound of handshake attempts per Locust process",
+        minimum=1,
+        group="load",
     )
     ca_file: str | None = option(
         None,
         "--ca-file",
         "wss://: trust this CA bundle instead of the system's (with --tls: the embedded deployment's own CA)",
+        group="load",
     )
-    insecure: bool = option(False, "--insecure", "wss://: do not verify the server's certificate (self-signed)")
+    insecure: bool = option(
+        False, "--insecure", "wss://: do not verify the server's certificate (self-signed)", group="load"
+    )
     # -- the deployment (embedded: started by the tool) -----------------------------------
     ws: str = option(
         "auto",
@@ -91,6 +118,7 @@ class ChaosOptions:
         defaults={"soak": "wsproto"},
         what="implementation",
         choices_named="uvicorn's ws implementations are",
+        group="deployment",
     )
     server: ServerFamily = option(
         DEFAULT_SERVER,
@@ -100,10 +128,18 @@ class ChaosOptions:
         entry_points=frozenset({"locust", "soak", "controller"}),
         choices=SERVER_FAMILIES,
         what="server",
+        group="deployment",
     )
-    workers: int = option(2, "--workers", "gunicorn workers of the embedded deployment", scope="process", minimum=1)
+    workers: int = option(
+        2, "--workers", "gunicorn workers of the embedded deployment", scope="process", minimum=1, group="deployment"
+    )
     graceful_timeout: int = option(
-        10, "--graceful-timeout", "gunicorn --graceful-timeout of the embedded deployment", scope="process", minimum=0
+        10,
+        "--graceful-timeout",
+        "gunicorn --graceful-timeout of the embedded deployment",
+        scope="process",
+        minimum=0,
+        group="deployment",
     )
     target_python: str | None = option(
         None,
@@ -111,24 +147,28 @@ class ChaosOptions:
         "interpreter whose environment runs the embedded deployment (default: this one)",
         scope="process",
         entry_points=frozenset({"locust", "soak"}),
+        group="deployment",
     )
     app: str | None = option(
         None,
         "--app",
         "your ASGI app (module:attr) for the embedded deployment; the probe route is mounted beside it",
         scope="process",
+        group="deployment",
     )
     tls: bool = option(
         False,
         "--tls",
         "the embedded deployment serves wss:// with a throwaway certificate made at start",
         scope="process",
+        group="deployment",
     )
     app_dir: str | None = option(
         None,
         "--app-dir",
         "directory put on the deployment's Python path, where your --app module lives",
         scope="process",
+        group="deployment",
     )
     run_dir: str | None = option(
         None,
@@ -136,6 +176,7 @@ class ChaosOptions:
         "keep the embedded deployment's logs in this directory",
         scope="process",
         entry_points=frozenset({"locust"}),
+        group="output",
     )
     # -- the controller ---------------------------------------------------------------------
     mode: Mode = option(
@@ -148,6 +189,7 @@ class ChaosOptions:
         entry_points=frozenset({"locust", "soak", "controller"}),
         choices=MODES,
         what="mode",
+        group="signals",
     )
     replicas: int = option(
         2,
@@ -157,9 +199,16 @@ class ChaosOptions:
         entry_points=RUN,
         minimum=1,
         maximum=8,
+        group="deployment",
     )
     term_interval: float = option(
-        3.0, "--term-interval", "seconds between signals", entry_points=_CONTROLLED, aliases=("--interval",), minimum=0
+        3.0,
+        "--term-interval",
+        "seconds between signals",
+        entry_points=_CONTROLLED,
+        aliases=("--interval",),
+        minimum=0,
+        group="signals",
     )
     term_jitter: float = option(
         1.0,
@@ -168,15 +217,30 @@ class ChaosOptions:
         entry_points=_CONTROLLED,
         aliases=("--jitter",),
         minimum=0,
+        group="signals",
     )
     min_alive: int = option(
-        1, "--min-alive", "never signal when fewer workers than this would be left", entry_points=_CONTROLLED, minimum=0
+        1,
+        "--min-alive",
+        "never signal when fewer workers than this would be left",
+        entry_points=_CONTROLLED,
+        minimum=0,
+        group="signals",
     )
     max_signals: int | None = option(
-        None, "--max-signals", "stop rolling after this many signals per test run", entry_points=_CONTROLLED, minimum=0
+        None,
+        "--max-signals",
+        "stop rolling after this many signals per test run",
+        entry_points=_CONTROLLED,
+        minimum=0,
+        group="signals",
     )
     dry_run: bool = option(
-        False, "--dry-run", "log the signals the controller would send, send none", entry_points=_CONTROLLED
+        False,
+        "--dry-run",
+        "log the signals the controller would send, send none",
+        entry_points=_CONTROLLED,
+        group="signals",
     )
     signal_name: str = option(
         "TERM",
@@ -185,6 +249,7 @@ class ChaosOptions:
         entry_points=frozenset({"controller"}),
         choices=tuple(WORKER_SIGNALS),
         what="signal",
+        group="signals",
     )
     target_pid: int | None = option(
         None,
@@ -194,6 +259,7 @@ class ChaosOptions:
         entry_points=_LOCUST_AND_CONTROLLER,
         aliases=("--pid",),
         minimum=1,
+        group="deployment",
     )
     target_pidfile: str | None = option(
         None,
@@ -202,6 +268,7 @@ class ChaosOptions:
         scope="process",
         entry_points=_LOCUST_AND_CONTROLLER,
         aliases=("--pidfile",),
+        group="deployment",
     )
     server_log: str | None = option(
         None,
@@ -209,6 +276,7 @@ class ChaosOptions:
         "error log of the --host deployment (or of the embedded one's --log-config-json), for server-side detection",
         scope="process",
         entry_points=_CONTROLLED,
+        group="detection",
     )
     log_format: str = option(
         "gunicorn",
@@ -218,6 +286,7 @@ class ChaosOptions:
         entry_points=_CONTROLLED,
         choices=LOG_FORMATS,
         what="log format",
+        group="detection",
     )
     log_json_keys: str = option(
         "",
@@ -226,6 +295,7 @@ class ChaosOptions:
         "(default: message|msg|event, process|pid, levelname|level|severity, exc_info|exception|exc_text)",
         scope="process",
         entry_points=_CONTROLLED,
+        group="detection",
     )
     log_config_json: str | None = option(
         None,
@@ -234,6 +304,7 @@ class ChaosOptions:
         "give --server-log (where it writes) and --log-format",
         scope="process",
         entry_points=RUN,
+        group="detection",
     )
     # -- labels, metrics, the gate ------------------------------------------------------------
     release: str | None = option(
@@ -242,9 +313,15 @@ class ChaosOptions:
         "release label of the metrics and reports (default: the uvicorn version)",
         scope="process",
         entry_points=frozenset({"locust", "soak", "controller"}),
+        group="output",
     )
     metrics_host: str = option(
-        "127.0.0.1", "--metrics-host", "address of the /metrics endpoint", scope="process", entry_points=_CONTROLLED
+        "127.0.0.1",
+        "--metrics-host",
+        "address of the /metrics endpoint",
+        scope="process",
+        entry_points=_CONTROLLED,
+        group="output",
     )
     metrics_port: int = option(
         9646,
@@ -254,18 +331,21 @@ class ChaosOptions:
         entry_points=_CONTROLLED,
         minimum=0,
         maximum=65535,
+        group="output",
     )
     gate: bool = option(
         False,
         "--gate",
         "exit 1 on handshake-time shutdown errors, 3 when no signal caught a pending handshake",
         entry_points=frozenset({"locust"}),
+        group="gate",
     )
     http_rejection_is_error: bool = option(
         False,
         "--http-rejection-is-error",
         "count an HTTP rejection of a caught handshake as an error",
         scope="process",
+        group="detection",
     )
     incomplete_is_error: bool = option(
         False,
@@ -273,6 +353,7 @@ class ChaosOptions:
         "count an incomplete answer to a caught handshake as an error: a denial whose body was cut, an "
         "accepted connection that went without a close frame or whose first frame was cut",
         scope="process",
+        group="detection",
     )
     scenarios: list[Scenario] = option(
         [],
@@ -283,6 +364,7 @@ class ChaosOptions:
         what="scenario",
         # matrix takes several as an axis (chaos.commands.matrix.MatrixSettings.scenarios).
         entry_points=frozenset({"locust", "soak"}),
+        group="load",
     )
     frame_bytes: int = option(
         262144,
@@ -290,24 +372,41 @@ class ChaosOptions:
         "accept-send: the size of the app's first frame, which the client reads late",
         minimum=1,
         maximum=1 << 20,
+        group="load",
     )
     until_verdict: bool = option(
         False,
         "--until-verdict",
         "stop as soon as the verdict can no longer change (--duration stays the cap)",
         defaults={"matrix": True},
+        group="gate",
     )
-    evidence_signals: int = option(5, "--evidence-signals", "--until-verdict: signals needed for a pass", minimum=1)
+    evidence_signals: int = option(
+        5, "--evidence-signals", "--until-verdict: signals needed for a pass", minimum=1, group="gate"
+    )
     evidence_pending: int = option(
-        10, "--evidence-pending", "--until-verdict: pending handshakes each of those signals must catch", minimum=1
+        10,
+        "--evidence-pending",
+        "--until-verdict: pending handshakes each of those signals must catch",
+        minimum=1,
+        group="gate",
     )
-    allow: str = option("", "--allow", "errors the gate tolerates: SIGNATURE=N[,SIGNATURE=N]")
+    allow: str = option("", "--allow", "errors the gate tolerates: SIGNATURE=N[,SIGNATURE=N]", group="gate")
     report_json: str | None = option(
         None,
         "--chaos-report-json",
         "write the run summary (summary.json) to this file",
         scope="process",
         entry_points=_LOCUST_AND_CONTROLLER,
+        group="output",
+    )
+    junit_xml: str | None = option(
+        None,
+        "--junit-xml",
+        "write the gate's checks as JUnit XML to this file at the end (soak and matrix have their own)",
+        scope="process",
+        entry_points=frozenset({"locust"}),
+        group="output",
     )
     events_file: str | None = option(
         None,
@@ -315,6 +414,7 @@ class ChaosOptions:
         "append the run's events (started, signal, first_seen, progress, summary) to this file as JSON lines",
         scope="process",
         entry_points=frozenset({"locust"}),
+        group="output",
     )
 
     def validate(self, host: str | None) -> None:

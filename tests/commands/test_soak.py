@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import subprocess
 import sys
 from pathlib import Path
@@ -48,8 +49,12 @@ def test_soak_0_19_0_wsproto_fails_on_596(tmp_path, release_cache):
     assert summary["gate"] == summary["gate"] | {"verdict": "fail", "exit_code": 1}
     assert signatures(summary).get("uvicorn_596_wsproto_close_during_handshake", 0) > 0
     assert summary["versions"]["gunicorn"] == "20.1.0"
-    for name in ("report.md", "report.html", "locust_stats.csv", "locust.html", "server/gunicorn-error.log"):
+    for name in ("report.md", "report.html", "locust_stats.csv", "locust.html", "server/gunicorn-error.log.gz"):
         assert (report / name).is_file(), name
+    # The server's log is kept whole, compressed once the run ended.
+    assert not list(report.rglob("*.log.gz.partial")) and not (report / "server" / "gunicorn-error.log").exists()
+    with gzip.open(report / "server" / "gunicorn-error.log.gz", "rt") as log:
+        assert "cannot be sent during the handshake" in log.read()
     assert "uvicorn_596_wsproto_close_during_handshake" in (report / "report.md").read_text()
     page = (report / "report.html").read_text()
     assert page.count('class="signal-marker"') == 2 * summary["signals"]["sent"] and "<script" not in page

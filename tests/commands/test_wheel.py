@@ -28,6 +28,8 @@ def installed_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "chaos/deployment/side/handshake_chaos_probe.py",
         "chaos/report/dashboards/handshake-chaos.json",
         "chaos/report/dashboards/provisioning/datasources/prometheus.yml",
+        "chaos/report/dashboards/runbook.md",
+        "chaos/report/dashboards/alerts.yml",
     ):
         assert packaged in names, packaged
     subprocess.run([uv, "venv", "--quiet", "--python", sys.executable, str(base / "venv")], check=True, timeout=120)

@@ -234,12 +234,81 @@ def test_every_panel_follows_the_dashboard_rules():
     assert headline and headline[0]["gridPos"]["y"] == 0 and "increase(" in headline[0]["targets"][0]["expr"]
     assert board["links"] and {link["type"] for link in board["links"]} >= {"dashboards", "link"}
     rules = yaml.safe_load((DASHBOARDS / "alerts.yml").read_text())["groups"][0]["rules"]
-    runbook = (ROOT / "docs" / "runbook.md").read_text().lower()
+    runbook = (DASHBOARDS / "runbook.md").read_text().lower()
     for rule in rules:
         annotations = rule["annotations"]
+        # The shipped rules are the template `handshake-chaos dashboards` writes absolute (tested below).
         assert annotations["dashboard_url"].startswith(f"/d/{board['uid']}/"), rule["alert"]
         path, _, anchor = annotations["runbook_url"].partition("#")
-        assert (ROOT / path).is_file() and f"## {anchor.replace('-', ' ')}" in runbook.replace("-", " "), rule["alert"]
+        assert path == "runbook.md" and f"## {anchor.replace('-', ' ')}" in runbook.replace("-", " "), rule["alert"]
         assert rule["labels"]["severity"] in ("warning", "critical")
     alerts_text = (DASHBOARDS / "alerts.yml").read_text()
     assert "`for:`" in alerts_text  # the for: choices are documented where they are made
+
+
+def test_every_stat_and_gauge_of_errors_or_crashes_is_red_from_one():
+    """0 is green and 1 is already red (Grafana's default red is at 80: a failing release would show green)."""
+    red_from_one = [{"color": "green", "value": None}, {"color": "red", "value": 1}]
+    checked = []
+    for panel in _data_panels(dashboard()):
+        if panel["type"] not in ("stat", "gauge", "bargauge"):
+            continue
+        queries = " ".join(target["expr"] for target in panel["targets"])
+        config = panel["fieldConfig"]
+        if "shutdown_errors_total" in queries:
+            assert config["defaults"]["color"] == {"mode": "thresholds"}, panel["title"]
+            assert config["defaults"]["thresholds"]["steps"] == red_from_one, panel["title"]
+            checked.append(panel["title"])
+        elif "worker_exits_total" in queries:
+            # Healthy exits (signalled, clean) stay green; the kinds that dropped connections are red from 1.
+            assert config["defaults"]["thresholds"]["steps"] == [{"color": "green", "value": None}], panel["title"]
+            [override] = config["overrides"]
+            pattern = override["matcher"]["options"].strip("/")
+            assert override["matcher"]["id"] == "byRegexp"
+            for kind in ("crash", "nonzero", "killed", "timeout"):
+                assert re.search(pattern, f"0.19.0 {kind}"), kind
+            for kind in ("signalled", "clean"):
+                assert not re.search(pattern, f"0.19.0 {kind}"), kind
+            assert {"id": "thresholds", "value": {"mode": "absolute", "steps": red_from_one}} in override["properties"]
+            checked.append(panel["title"])
+    assert len(checked) == 2, checked
+
+
+@pytest.mark.parametrize(
+    ("urls", "runbook", "grafana"),
+    [
+        ({}, "file://{dir}/runbook.md", "http://127.0.0.1:3000"),
+        (
+            {"runbook_url": "https://example.com/ops/runbook.md", "grafana_url": "https://grafana.example.com/"},
+            "https://example.com/ops/runbook.md",
+            "https://grafana.example.com",
+        ),
+    ],
+)
+def test_the_alerts_written_link_absolutely_and_still_pass_their_unit_tests(tmp_path, urls, runbook, grafana):
+    import yaml
+
+    from chaos.report.dashboard import write_shipped
+
+    written = write_shipped(tmp_path, **urls)
+    assert tmp_path / "runbook.md" in written
+    assert (tmp_path / "runbook.md").read_text() == (DASHBOARDS / "runbook.md").read_text()
+    runbook = runbook.format(dir=tmp_path.resolve())
+    for rule in yaml.safe_load((tmp_path / "alerts.yml").read_text())["groups"][0]["rules"]:
+        annotations = rule["annotations"]
+        assert annotations["runbook_url"].startswith(runbook + "#"), annotations
+        assert annotations["dashboard_url"].startswith(f"{grafana}/d/handshake-chaos/"), annotations
+    assert "runbook.md#" not in (tmp_path / "alerts.test.yml").read_text().replace(runbook + "#", "")
+    assert PROMTOOL, "promtool is missing: scripts/test installs Debian's prometheus package"
+    done = subprocess.run(
+        [PROMTOOL, "test", "rules", "alerts.test.yml"], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0 and "SUCCESS" in done.stdout + done.stderr, done.stdout + done.stderr
+
+
+def test_alert_links_must_be_absolute(tmp_path):
+    from chaos.errors import UsageError
+    from chaos.report.dashboard import write_shipped
+
+    with pytest.raises(UsageError, match="--grafana-url must be an absolute"):
+        write_shipped(tmp_path, grafana_url="grafana.example.com")
