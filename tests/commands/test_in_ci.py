@@ -220,14 +220,13 @@ def test_env_vars_are_named_after_their_flags_and_the_old_names_still_work(monke
 
 
 def test_every_option_is_in_a_group_and_every_env_var_is_one_options():
+    from chaos.commands import bisect, health
     from chaos.commands.cli import ControllerSettings
     from chaos.commands.matrix import MatrixSettings
     from chaos.commands.outputs import CiSettings
     from chaos.commands.soak import SoakSettings
     from chaos.optionmodel import GROUPS, declared, declared_on
     from chaos.run.options import ChaosOptions
-
-    from chaos.commands import bisect, health
 
     classes = (ChaosOptions, SoakSettings, MatrixSettings, ControllerSettings, CiSettings)
     extra = (cls for cls, _entry in (*bisect.OPTION_CLASSES, *health.OPTION_CLASSES))
