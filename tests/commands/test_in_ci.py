@@ -228,9 +228,9 @@ def test_every_option_is_in_a_group_and_every_env_var_is_one_options():
     from chaos.optionmodel import GROUPS, declared, declared_on
     from chaos.run.options import ChaosOptions
 
-    classes = (ChaosOptions, SoakSettings, MatrixSettings, ControllerSettings, CiSettings)
+    commands: tuple[type, ...] = (ChaosOptions, SoakSettings, MatrixSettings, ControllerSettings, CiSettings)
     extra = (cls for cls, _entry in (*bisect.OPTION_CLASSES, *health.OPTION_CLASSES))
-    classes = tuple(dict.fromkeys((*classes, *extra)))
+    classes = tuple(dict.fromkeys((*commands, *extra)))
     for cls in classes:
         for item in declared(cls):
             assert item.meta.group in GROUPS, (cls.__name__, item.name)
