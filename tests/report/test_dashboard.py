@@ -107,6 +107,53 @@ def test_dashboard_structure_provisions_as_it_is():
         assert subject in titles
 
 
+# The rules of grafana/dashboard-linter (lint/rules.go, NewRuleSet), by the names a `.lint` file uses.
+_LINTER_RULES = {
+    "template-datasource-rule",
+    "template-job-rule",
+    "template-instance-rule",
+    "template-label-promql-rule",
+    "template-on-time-change-reload-rule",
+    "panel-datasource-rule",
+    "panel-title-description-rule",
+    "panel-units-rule",
+    "panel-no-targets-rule",
+    "target-logql-rule",
+    "target-logql-auto-rule",
+    "target-promql-rule",
+    "target-rate-interval-rule",
+    "target-job-rule",
+    "target-instance-rule",
+    "target-counter-agg-rule",
+    "uneditable-dashboard",
+}
+
+
+def test_the_linter_exclusions_name_real_rules_each_with_a_reason_and_each_still_needed():
+    import yaml
+
+    config = yaml.safe_load((DASHBOARDS / ".lint").read_text())
+    board = json.loads((DASHBOARDS / "handshake-chaos.json").read_text())
+    excluded = {}
+    for section in ("exclusions", "warnings"):
+        for rule, entry in (config.get(section) or {}).items():
+            assert rule in _LINTER_RULES, f"{section}: {rule} is not a dashboard-linter rule"
+            assert len(entry["reason"].split()) >= 8, f"{rule}: say why"
+            for match in entry.get("entries", []):
+                assert match["dashboard"] == board["title"], rule  # an entry matches by exact title
+            excluded[rule] = entry
+    # Each exclusion stands for something the dashboard really does (else it hides a rule for nothing).
+    names = {variable["name"]: variable for variable in board["templating"]["list"]}
+    if {"template-job-rule", "target-job-rule"} & set(excluded):
+        assert "job" not in names and not any('job=~"$job"' in expr for _, expr, _ in _queries(board))
+    if {"template-instance-rule", "target-instance-rule"} & set(excluded):
+        assert "instance" not in names
+    if "uneditable-dashboard" in excluded:
+        assert board["editable"] is True
+    if "template-datasource-rule" in excluded:
+        assert names["datasource"]["label"] not in ("Data source", "Prometheus data source")
+
+
 def test_promtool_accepts_config_and_rules():
     assert PROMTOOL, "promtool is missing: scripts/test installs Debian's prometheus package"
     for args in (
