@@ -1,5 +1,6 @@
 """The typed results: JSON round-trips, and the schema in docs/ is the one the code derives; the
-generated docs (whole files in docs/, marked sections of README.md and docs/contract.md) are the code's."""
+generated docs (whole files in docs/, marked sections of docs/contract.md, docs/detection.md and
+docs/metrics.md) are the code's."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import jsonschema
 import pytest
 
 from chaos import catalog
-from chaos.commands.reference import COMMAND, DOCUMENTS, documents, generated_files, with_sections
+from chaos.commands.reference import COMMAND, DOCUMENTS, SECTIONS, documents, generated_files, with_sections
 from chaos.errors import UsageError
 from chaos.report.dashboard import variables
 from chaos.report.metrics import METRICS
@@ -35,14 +36,21 @@ def test_the_marked_sections_are_generated_from_the_code(document):
 @pytest.mark.parametrize("document", sorted(DOCUMENTS))
 def test_the_sections_list_every_signature_metric_and_variable(document):
     text = (ROOT / document).read_text()
-    for entry in catalog.CATALOG:
-        assert f"| `{entry.signature}` |" in text, entry.signature
-    for generic in catalog.GENERIC_SIGNATURES:
-        assert f"| `{generic.signature}` |" in text, generic.signature
-    for spec in METRICS:
-        assert f"| `{spec.exposed_name}` | {spec.type}" in text and ", ".join(spec.labels) in text, spec.name
-    for variable in variables():
-        assert f"| `${variable['name']}` |" in text, variable["name"]
+    if "catalogue" in DOCUMENTS[document]:
+        for entry in catalog.CATALOG:
+            assert f"| `{entry.signature}` |" in text, entry.signature
+        for generic in catalog.GENERIC_SIGNATURES:
+            assert f"| `{generic.signature}` |" in text, generic.signature
+    if "metrics" in DOCUMENTS[document]:
+        for spec in METRICS:
+            assert f"| `{spec.exposed_name}` | {spec.type}" in text and ", ".join(spec.labels) in text, spec.name
+    if "dashboard-variables" in DOCUMENTS[document]:
+        for variable in variables():
+            assert f"| `${variable['name']}` |" in text, variable["name"]
+
+
+def test_every_section_has_a_home():
+    assert {name for sections in DOCUMENTS.values() for name in sections} == set(SECTIONS)
 
 
 def test_a_section_is_rewritten_in_place_and_the_prose_kept():
@@ -51,12 +59,12 @@ def test_a_section_is_rewritten_in_place_and_the_prose_kept():
 
     text = f"# Title\n\nProse before.\n\n{stale('metrics')}\n\nProse between.\n\n{stale('catalogue')}\n\nProse after.\n"
     with pytest.raises(UsageError, match="dashboard-variables"):
-        with_sections(text, "README.md")  # a section missing from the document is an error, not skipped
+        with_sections(text, "docs/contract.md")  # a section missing from the document is an error, not skipped
     text += f"\n{stale('dashboard-variables')}\n"
-    done = with_sections(text, "README.md")
+    done = with_sections(text, "docs/contract.md")
     assert done.startswith("# Title\n\nProse before.\n\n<!-- generated: metrics (from chaos/report/metrics.py")
     assert "\n\nProse between.\n\n" in done and "\n\nProse after.\n" in done and "| old | table |" not in done
-    assert with_sections(done, "README.md") == done  # a second run changes nothing
+    assert with_sections(done, "docs/contract.md") == done  # a second run changes nothing
 
 
 def test_the_readme_links_its_own_docs_inside_the_repository():

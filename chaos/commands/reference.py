@@ -1,6 +1,7 @@
 """The generated reference docs, from their one source: whole files in ``docs/`` (option tables,
-JSON Schemas) and marked sections inside the hand-written ``README.md`` and ``docs/contract.md``
-(the catalogue of known failures, the Prometheus metrics, the Grafana dashboard's variables).
+JSON Schemas) and marked sections inside the hand-written ``docs/contract.md``, ``docs/detection.md``
+and ``docs/metrics.md`` (the catalogue of known failures, the Prometheus metrics, the Grafana
+dashboard's variables).
 
     python -m chaos.commands.reference docs/
 
@@ -212,8 +213,9 @@ SECTIONS: dict[str, tuple[str, Callable[[], list[str]]]] = {
 }
 # The hand-written documents (relative to the repository) and the generated sections each holds.
 DOCUMENTS: dict[str, tuple[str, ...]] = {
-    "README.md": ("catalogue", "metrics", "dashboard-variables"),
     "docs/contract.md": ("catalogue", "metrics", "dashboard-variables"),
+    "docs/detection.md": ("catalogue",),
+    "docs/metrics.md": ("metrics", "dashboard-variables"),
 }
 _SECTION = re.compile(r"<!-- generated: ([\w-]+)\b[^\n]*?-->\n.*?<!-- end generated: \1 -->", re.DOTALL)
 

@@ -83,7 +83,7 @@ def test_every_run_option_exists_on_soak_and_matrix_with_the_same_default():
         for item in declared_on(ChaosOptions, "locust"):
             if entry in item.meta.entry_points:
                 assert getattr(soak_options, item.name) == item.default_for(entry), (entry, item.name)
-    # The two defaults that differ by entry point, as the README says.
+    # The two defaults that differ by entry point, as docs/usage.md says.
     assert [item.name for item in declared(ChaosOptions) if item.meta.defaults] == ["ws", "until_verdict"]
     matrix_values = vars(parser.parse_args(["matrix", "--uvicorn", "0.19.0", "--no-until-verdict"]))
     assert build(ChaosOptions, matrix_values, "matrix").until_verdict is False
