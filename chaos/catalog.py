@@ -356,9 +356,12 @@ def name_the_path(
         return known
     paths = [entry for entry in group if entry.scenarios]
     if scenario is not None:
-        paths = [entry for entry in paths if scenario in entry.scenarios]
-        if len(paths) == 1:
-            return paths[0]
+        reached = [entry for entry in paths if scenario in entry.scenarios]
+        if len(reached) == 1:
+            return reached[0]
+        # No path is known to start in that state (the error came from a connection in another one that
+        # the worker also held): the state says nothing, the release's code may.
+        paths = reached or paths
     if from_index and uvicorn:
         # Several paths reach this state (or the state is unknown): the release's own code may have one open.
         open_paths = [entry for entry in paths if entry.open_in(ws, uvicorn)]

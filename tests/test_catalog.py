@@ -90,6 +90,9 @@ _CLOSE_TEXT = (
         ("deny-close", "0.30.6", True, "uvicorn_wsproto_close_after_rejection"),
         ("deny-close", "0.54.0", True, "wsproto_close_during_handshake"),
         (None, "0.30.6", True, "wsproto_close_during_handshake"),  # the rejection and the denial both open
+        # A state no path starts in (the error came from another connection of the worker's): the release says.
+        ("slow-request", "0.19.0", True, "uvicorn_596_wsproto_close_during_handshake"),
+        ("accept-send", "0.55.0", True, "wsproto_close_during_handshake"),
         (None, "0.22.0", True, "uvicorn_wsproto_close_after_rejection"),  # the only path 0.22.0 has open
         # No path open in that release, or a source tree whose code is not the release's: no claim.
         (None, "0.55.0", True, "wsproto_close_during_handshake"),

@@ -40,18 +40,22 @@ class SignalBook:
 
     def scenario_of(self, pid: int | None, running: tuple[str, ...]) -> str:
         """The scenario a server-side error of worker ``pid`` was found in: the only one ``running``, or
-        the only one whose handshakes that worker held pending when its signal landed; else "mixed"
-        (the log cannot say which of several it was, and the run never guesses)."""
+        the only one that worker held handshakes of when its signal landed (pending for a client, or in
+        a state the probe counted); else "mixed" (the log cannot say which of several it was, and the
+        run never guesses)."""
         if len(running) == 1:
             return running[0]
         for record in reversed(self.records):
             reach = next((reach for reach in record.reach if reach.pid == pid), None)
             if reach is None:
                 continue
-            # A Locust master learns exposure per signal, not per worker it reached.
+            # A Locust master learns exposure per signal, not per worker it reached. The probe's own count
+            # of the states it held there counts too: a connection no client still waited on (a rejection
+            # closing, an accept) is the worker's all the same.
             by_scenario = reach.pending_by_scenario or record.pending_by_scenario
-            caught = [name for name, count in by_scenario.items() if count > 0]
-            return caught[0] if len(caught) == 1 else MIXED
+            in_state = reach.in_state_by_scenario or record.in_state_by_scenario
+            caught = {name for counts in (by_scenario, in_state) for name, count in counts.items() if count > 0}
+            return caught.pop() if len(caught) == 1 else MIXED
         return MIXED
 
     def attach(self, listen_port: int | None, detector: ServerDetector | None, states_dir: Path | None = None) -> None:

@@ -94,6 +94,13 @@ def test_the_scenario_of_a_server_error_is_the_one_its_worker_held_or_mixed():
     assert book.scenario_of(11, running) == "mixed"
     assert book.scenario_of(12, running) == "mixed"  # a worker no signal reached
     assert book.scenario_of(11, ("hold-accept",)) == "hold-accept"  # one scenario: no doubt
+    # Clients waited only on slow requests, but the probe held accepts of another state there: mixed.
+    three = signal_record(3)
+    book.state.records.append(three)
+    reach = _reach(13, {"slow-request": 2})
+    reach.in_state_by_scenario = {"slow-request": 2, "deny-close": 1}
+    three.reach.append(reach)
+    assert book.scenario_of(13, running) == "mixed"
 
 
 def _reach(pid: int, by_scenario: dict[str, int]) -> Any:
