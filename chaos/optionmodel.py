@@ -21,7 +21,7 @@ import dataclasses
 import math
 import os
 import types
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
@@ -322,6 +322,14 @@ def add_to_parser(parser: argparse.ArgumentParser, cls: type, entry: str) -> Non
             else:
                 kwargs["metavar"] = item.meta.flag.lstrip("-").replace("-", "_").upper()  # --with WITH
         _group(parser, item.meta.group, "{} options").add_argument(*item.flags, **kwargs)
+
+
+def add_command(subparsers: Any, name: str, help: str, classes: Iterable[tuple[type, str]]) -> Any:
+    """A subcommand whose options are those ``classes`` declare for each one's entry point."""
+    parser = subparsers.add_parser(name, help=help)
+    for cls, entry in classes:
+        add_to_parser(parser, cls, entry)
+    return parser
 
 
 def add_to_locust(parser: Any, cls: type) -> None:

@@ -47,7 +47,7 @@ from chaos.commands.stopping import Interrupted, StopFlag
 from chaos.deployment import git_history
 from chaos.deployment.environments import default_cache_dir, parse_version, published_versions
 from chaos.errors import ChaosError, UsageError
-from chaos.optionmodel import add_to_parser, build, option
+from chaos.optionmodel import add_command, build, option
 from chaos.results import (
     DEFAULT_MODE,
     DEFAULT_SERVER,
@@ -211,11 +211,12 @@ OPTION_CLASSES: tuple[tuple[type, str], ...] = (
 
 def add_parser(subparsers: Any) -> None:
     """``handshake-chaos bisect``'s parser, under the command's subparsers."""
-    parser = subparsers.add_parser(
-        "bisect", help="find the release (and, with --repo, the commit) where a signature appears or goes"
+    add_command(
+        subparsers,
+        "bisect",
+        "find the release (and, with --repo, the commit) where a signature appears or goes",
+        OPTION_CLASSES,
     )
-    for cls, entry in OPTION_CLASSES:
-        add_to_parser(parser, cls, entry)
 
 
 def run_bisect_command(values: dict[str, Any]) -> int:

@@ -26,7 +26,7 @@ from chaos.commands.soak import SoakConfig, SoakSettings, prepare, run_soak
 from chaos.commands.stopping import Interrupted, StopFlag
 from chaos.deployment.environments import parse_version, published_versions
 from chaos.errors import ChaosError, UsageError
-from chaos.optionmodel import add_to_parser, build, changed_args, option
+from chaos.optionmodel import add_command, build, changed_args, option
 from chaos.results import (
     DEFAULT_MODE,
     DEFAULT_SERVER,
@@ -147,11 +147,12 @@ def _environment(python: str) -> str:
 
 
 def add_parser(subparsers: Any) -> None:
-    parser = subparsers.add_parser(
-        "health", help="the release health table: every minor release x ws implementation, resumable"
+    add_command(
+        subparsers,
+        "health",
+        "the release health table: every minor release x ws implementation, resumable",
+        OPTION_CLASSES,
     )
-    for cls, entry in OPTION_CLASSES:
-        add_to_parser(parser, cls, entry)
 
 
 def run_health_command(values: dict[str, Any]) -> int:
