@@ -11,6 +11,7 @@ page is written after every cell.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -26,10 +27,20 @@ from chaos.commands.soak import SoakConfig, SoakSettings, prepare, run_soak
 from chaos.commands.stopping import Interrupted, StopFlag
 from chaos.deployment.environments import parse_version, published_versions
 from chaos.errors import ChaosError, UsageError
+from chaos.history import (
+    Boundary,
+    FixCheck,
+    Measured,
+    catalogue_boundaries,
+    cell_key,
+    check_catalogue,
+    measured_boundaries,
+)
 from chaos.optionmodel import add_command, build, changed_args, option
 from chaos.results import (
     DEFAULT_MODE,
     DEFAULT_SERVER,
+    MIX,
     WS_IMPLEMENTATIONS,
     ExitCode,
     JsonRecord,
@@ -72,6 +83,14 @@ class HealthSettings:
         group="output",
     )
     output: str = option("docs/health.md", "--output", "the Markdown page", entry_points=_HEALTH, group="output")
+    boundaries: bool = option(
+        True,
+        "--boundaries",
+        "then measure either side of every boundary: each scenario singly and every other mode, for the "
+        "releases the catalogue says brought or fixed a failure and those the grid found a change between",
+        entry_points=_HEALTH,
+        group="deployment",
+    )
     limit: int | None = option(
         None,
         "--limit",
@@ -113,6 +132,9 @@ class HealthTable(JsonRecord):
     last_sitting_wall_seconds: float = 0.0
     last_sitting_measured: int = 0
     sittings_wall_seconds: float = 0.0  # every sitting's wall time together: what the table has cost so far
+    boundaries: list[dict[str, Any]] = field(default_factory=list)  # as the last sitting planned them
+    # The index's releases at the last sitting: the history check reads "the release before" from it.
+    published: list[str] = field(default_factory=list)
 
 
 def newest_patches(published: list[str], since: str) -> list[str]:
@@ -169,36 +191,82 @@ def run_health(settings: HealthSettings, template: SoakConfig, stop: StopFlag) -
         parse_version(release, "--uvicorn")
     parse_version(settings.since, "--since")
     state_path, output = Path(settings.state), Path(settings.output)
-    releases = list(settings.releases) or newest_patches(list(published_versions("uvicorn")), settings.since)
+    published = list(published_versions("uvicorn"))
+    releases = list(settings.releases) or newest_patches(published, settings.since)
     matrix = MatrixConfig(MatrixSettings(releases=releases, ws=list(settings.ws)), template, template.report_dir)
     template.options.validate(host=None)
     table = HealthTable.read(state_path) if state_path.is_file() else HealthTable()
-    table.releases, table.ws = releases, list(settings.ws)
+    table.releases, table.ws, table.published = releases, list(settings.ws), published
     table.duration_cap_seconds, table.users = template.settings.duration, template.settings.users
     fingerprint = _fingerprint(template)
-    plan = matrix.plan()
-    measured = 0
-    for number, planned in enumerate(plan, start=1):
-        step = f"[{number}/{len(plan)}] {planned.step}"
-        if stop.signum is not None:
-            break
-        key = ":".join([planned.release, planned.ws, planned.mode, planned.scenario])
-        soak = matrix.cell(planned)
-        if settings.limit is not None and measured >= settings.limit:
+    grid = matrix.plan()
+    sitting = _Sitting(settings, matrix, table, fingerprint, state_path, output, stop)
+    sitting.measure(grid, "grid")
+    boundaries: list[Boundary] = []
+    if settings.boundaries and stop.signum is None:
+        # Planned from what the grid holds now: a boundary found in this sitting is measured in it too.
+        boundaries = plan_boundaries(table, published, list(settings.ws))
+        sitting.measure(boundary_plan(boundaries, grid), "boundaries")
+    table.last_sitting_wall_seconds = round(time.monotonic() - started, 1)
+    table.last_sitting_measured = sitting.measured
+    table.sittings_wall_seconds = round(table.sittings_wall_seconds + table.last_sitting_wall_seconds, 1)
+    table.boundaries = [dataclasses.asdict(boundary) for boundary in boundaries] or table.boundaries
+    sitting.save()
+    for check in catalogue_checks(table):
+        print(f"catalogue {check.line()}")
+    print(
+        f"health: {sitting.measured} cells measured in {table.last_sitting_wall_seconds:.0f}s; {output}, {state_path}"
+    )
+    return ExitCode.PASS if stop.signum is None else ExitCode.of_signal(stop.signum)
+
+
+class _Sitting:
+    """One sitting's measuring: a cell already measured alike is kept, every new one is saved at once."""
+
+    def __init__(
+        self,
+        settings: HealthSettings,
+        matrix: MatrixConfig,
+        table: HealthTable,
+        fingerprint: str,
+        state_path: Path,
+        output: Path,
+        stop: StopFlag,
+    ) -> None:
+        self.settings, self.matrix, self.table, self.fingerprint = settings, matrix, table, fingerprint
+        self.state_path, self.output, self.stop = state_path, output, stop
+        self.measured = 0
+        self.planned: list[PlannedCell] = []
+
+    def save(self) -> None:
+        _save(self.table, self.state_path, self.output, self.planned)
+
+    def measure(self, plan: list[PlannedCell], phase: str) -> None:
+        self.planned += plan
+        for number, planned in enumerate(plan, start=1):
+            if self.stop.signum is not None:
+                return
+            self._measure(planned, f"[{phase} {number}/{len(plan)}] {planned.step}")
+
+    def _measure(self, planned: PlannedCell, step: str) -> None:
+        settings, table, fingerprint = self.settings, self.table, self.fingerprint
+        key = cell_key(planned.release, planned.ws, planned.mode, planned.scenario)
+        soak = self.matrix.cell(planned)
+        if settings.limit is not None and self.measured >= settings.limit:
             # Nothing more is built or run in this sitting: what the table holds stays as it is.
             held = table.cells.get(key)
             print(f"{step}: {held.cell.verdict + ' (kept)' if held else 'not measured'} (--limit {settings.limit})")
-            continue
+            return
         try:
             prepared = prepare(soak)
         except UsageError as exc:
             table.cells[key] = _kept(key, planned.not_run("skipped", str(exc)), None, fingerprint)
             print(f"{step}: skipped ({exc})", flush=True)
-            continue
+            return
         except ChaosError as exc:
             table.cells[key] = _kept(key, planned.not_run("error", str(exc)), None, fingerprint)
             print(f"{step}: error ({exc})", flush=True)
-            continue
+            return
         environment = _environment(prepared.python)
         known = table.cells.get(key)
         if known is not None and (known.tool_version, known.environment, known.settings) == (
@@ -207,25 +275,59 @@ def run_health(settings: HealthSettings, template: SoakConfig, stop: StopFlag) -
             fingerprint,
         ):
             print(f"{step}: {known.cell.verdict} (measured {known.measured_at}, kept)", flush=True)
-            continue
+            return
         print(f"{step}: soaking for up to {soak.settings.duration:g}s...", flush=True)
         try:
-            summary = run_soak(soak, prepared, quiet=True, stop=stop)
+            summary = run_soak(soak, prepared, quiet=True, stop=self.stop)
         except Interrupted:
-            break
-        if stop.signum is not None:
-            break  # a cell cut short is no measurement
+            return
+        if self.stop.signum is not None:
+            return  # a cell cut short is no measurement
         cell = MatrixCell.of(planned.release, summary, soak.report_dir, planned.scenario)
         table.cells[key] = _kept(key, cell, environment, fingerprint)
-        measured += 1
+        self.measured += 1
         print(f"{step}: {cell.verdict} ({_signatures_text(cell) or 'no errors'}, {cell.wall_seconds:.0f}s)", flush=True)
-        _save(table, state_path, output, plan)
-    table.last_sitting_wall_seconds = round(time.monotonic() - started, 1)
-    table.last_sitting_measured = measured
-    table.sittings_wall_seconds = round(table.sittings_wall_seconds + table.last_sitting_wall_seconds, 1)
-    _save(table, state_path, output, plan)
-    print(f"health: {measured} cells measured in {table.last_sitting_wall_seconds:.0f}s; {output}, {state_path}")
-    return ExitCode.PASS if stop.signum is None else ExitCode.of_signal(stop.signum)
+        self.save()
+
+
+def measured_cells(table: HealthTable) -> dict[str, Measured]:
+    """The table's cells as the history check reads them (a cell that could not be built is left out)."""
+    return {
+        key: Measured(
+            held.cell.verdict or held.cell.status, frozenset(_signatures(held.cell)), held.cell.status == "ran"
+        )
+        for key, held in table.cells.items()
+        if held.cell.status in ("ran", "skipped")
+    }
+
+
+def catalogue_checks(table: HealthTable) -> list[FixCheck]:
+    """The catalogue's fixes and introductions against the cells this table holds."""
+    return check_catalogue(measured_cells(table), table.published)
+
+
+def plan_boundaries(table: HealthTable, published: list[str], ws_columns: list[str]) -> list[Boundary]:
+    """Either side of every release the catalogue names (first: the history check reads them), then of
+    every change the grid measured."""
+    oldest, newest = min(table.releases, key=Version), max(table.releases, key=Version)
+    found = [
+        boundary
+        for boundary in catalogue_boundaries(published, ws_columns)
+        if Version(oldest) <= Version(boundary.after) <= Version(newest)  # within the table's releases
+    ]
+    found += measured_boundaries(measured_cells(table), table.releases, ws_columns)
+    return found
+
+
+def boundary_plan(boundaries: list[Boundary], grid: list[PlannedCell]) -> list[PlannedCell]:
+    """The cells the boundaries need that the grid does not already hold, each once, in order."""
+    planned: dict[tuple[str, str, str, str], PlannedCell] = {}
+    in_grid = {(cell.release, cell.ws, cell.mode, cell.scenario) for cell in grid}
+    for boundary in boundaries:
+        for release, ws, mode, scenario in boundary.cells():
+            if (release, ws, mode, scenario) not in in_grid:
+                planned.setdefault((release, ws, mode, scenario), PlannedCell(release, ws, mode, scenario=scenario))
+    return list(planned.values())
 
 
 def _kept(key: str, cell: MatrixCell, environment: str | None, fingerprint: str) -> HealthCell:
@@ -264,7 +366,8 @@ def _cell_text(cell: HealthCell | None) -> str:
 
 
 def markdown(table: HealthTable, plan: list[PlannedCell]) -> str:
-    keys = {(p.release, p.ws): ":".join([p.release, p.ws, p.mode, p.scenario]) for p in plan}
+    grid = [p for p in plan if (p.mode, p.scenario) == (DEFAULT_MODE, MIX)]
+    keys = {(p.release, p.ws): cell_key(p.release, p.ws, p.mode, p.scenario) for p in grid}
     held = [table.cells[key] for key in keys.values() if key in table.cells]
     ran = [cell for cell in held if cell.cell.status == "ran"]
     soak_seconds = sum(cell.cell.wall_seconds or 0 for cell in ran)
@@ -276,7 +379,9 @@ def markdown(table: HealthTable, plan: list[PlannedCell]) -> str:
         "newest patch of a minor release, its environment resolved as of its own publication; each cell one soak",
         f"under `{DEFAULT_MODE}` ({DEFAULT_SERVER}), every scenario that applies mixed, stopped once its verdict",
         f"settled (`--until-verdict`; at most {table.duration_cap_seconds:g} s, {table.users} users). A signature",
-        "links to the catalogue of known failures; the number is its count in that soak.",
+        "links to the catalogue of known failures; the number is its count in that soak. A mixed soak names",
+        "#596's text by its code path only where the release's code has one path open; the boundary cells",
+        "below, one scenario each, name it exactly.",
         "",
         f"Cells: {len(ran)} measured, {len(held) - len(ran)} skipped or not built, {len(keys) - len(held)} not yet "
         f"measured. Their soaks took {soak_seconds:.0f} s; the sittings so far {table.sittings_wall_seconds:.0f} s "
@@ -289,4 +394,52 @@ def markdown(table: HealthTable, plan: list[PlannedCell]) -> str:
     for release in table.releases:
         cells = [_cell_text(table.cells.get(keys.get((release, ws), ""))) for ws in table.ws]
         lines.append(f"| {release} | " + " | ".join(cells) + " |")
+    lines += _boundary_section(table)
+    lines += _catalogue_section(table)
     return "\n".join(lines) + "\n"
+
+
+def _boundary_section(table: HealthTable) -> list[str]:
+    boundaries = [
+        Boundary(**{**data, "scenarios": tuple(data["scenarios"]), "modes": tuple(data["modes"])})
+        for data in table.boundaries
+    ]
+    if not boundaries:
+        return []
+    lines = [
+        "",
+        "## Either side of every boundary",
+        "",
+        "For each release the catalogue says brought or fixed a failure, and each pair of rows above whose",
+        "catalogued signatures differ: the releases on both sides, each scenario that names a path measured",
+        "singly, and (for a measured change) every other mode with the scenarios mixed.",
+    ]
+    for boundary in boundaries:
+        lines += ["", f"### {boundary.before} → {boundary.after} ({boundary.ws}): {boundary.why}", ""]
+        lines += ["| cell | " + boundary.before + " | " + boundary.after + " |", "|---|---|---|"]
+        rows = [(DEFAULT_MODE, name) for name in boundary.scenarios] + [(mode, MIX) for mode in boundary.modes]
+        for mode, scenario in rows:
+            label = scenario if mode == DEFAULT_MODE else f"{mode} ({scenario})"
+            sides = [
+                _cell_text(table.cells.get(cell_key(release, boundary.ws, mode, scenario)))
+                for release in (boundary.before, boundary.after)
+            ]
+            lines.append(f"| {label} | " + " | ".join(sides) + " |")
+    return lines
+
+
+def _catalogue_section(table: HealthTable) -> list[str]:
+    checks = catalogue_checks(table)
+    if not checks:
+        return []
+    lines = [
+        "",
+        "## The catalogue against this table",
+        "",
+        "Each release the catalogue names as a fix (or an introduction), checked against the cells either",
+        "side of it: a fix is confirmed when the release before it shows the failure in one of its scenarios",
+        "and the fix release shows it in none. The test suite runs the same check over this table.",
+        "",
+    ]
+    lines += [f"- {check.line()}" for check in checks]
+    return lines

@@ -17,7 +17,7 @@ def test_each_minor_release_is_its_newest_patch():
 def test_the_table_is_resumable_a_measured_cell_is_kept(tmp_path, release_cache):
     args = ["health", "--uvicorn", "0.19.0", "--ws", "wsproto", "websockets-sansio", "--duration", "20s"]
     args += ["--users", "30", *FAST, "--until-verdict", "--cache-dir", str(release_cache)]
-    args += ["--state", "health.json", "--output", "docs/health.md", "--report-dir", "reports"]
+    args += ["--state", "health.json", "--output", "docs/health.md", "--report-dir", "reports", "--no-boundaries"]
     first = run_cli(args, tmp_path)
     assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
     assert "[1/2] 0.19.0 wsproto worker-term: fail" in first.stdout
@@ -43,3 +43,25 @@ def test_the_table_is_resumable_a_measured_cell_is_kept(tmp_path, release_cache)
     fourth = run_cli([*args, "--users", "20"], tmp_path)
     assert "[1/2] 0.19.0 wsproto worker-term: soaking" in fourth.stdout, fourth.stdout
     assert HealthTable.read(tmp_path / "health.json").cells[cell.key].settings != cell.settings
+
+
+def test_a_sitting_measures_both_sides_of_a_catalogue_fix_and_checks_the_catalogue_against_them(
+    tmp_path, release_cache
+):
+    """0.19.0 -> 0.20.0 under wsproto: the grid, then #596's fix pinned by a hold-accept cell on each side."""
+    args = ["health", "--uvicorn", "0.19.0", "0.20.0", "--ws", "wsproto", "--duration", "20s", "--users", "30"]
+    args += [*FAST, "--until-verdict", "--cache-dir", str(release_cache), "--limit", "4"]
+    args += ["--state", "health.json", "--output", "health.md", "--report-dir", "reports"]
+    result = run_cli(args, tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    out = result.stdout
+    assert "[grid 1/2] 0.19.0 wsproto worker-term: fail" in out and "[grid 2/2] 0.20.0 wsproto worker-term:" in out
+    assert "0.19.0 wsproto worker-term hold-accept: fail" in out, out
+    assert "0.20.0 wsproto worker-term hold-accept: pass" in out, out
+    assert "0.19.0 wsproto worker-term before-receive: not measured (--limit 4)" in out
+    assert f"catalogue confirmed: `{SIGNATURE_596}` fixed in 0.20.0 (wsproto)" in out, out
+    page = (tmp_path / "health.md").read_text()
+    assert f"### 0.19.0 → 0.20.0 (wsproto): catalogue: `{SIGNATURE_596}` fixed in 0.20.0 (wsproto)" in page
+    assert f"- confirmed: `{SIGNATURE_596}` fixed in 0.20.0 (wsproto): 0.19.0 shows it, 0.20.0 does not" in page
+    table = HealthTable.read(tmp_path / "health.json")
+    assert "0.20.0:wsproto:worker-term:hold-accept" in table.cells and "0.19.0" in table.published
