@@ -176,23 +176,30 @@ class Host:
         for key in ("start_new_session", "process_group"):
             if key in kwargs:
                 raise TypeError(f"Host.popen sets {key} itself: every process leads its own group")
-        with self._lock:  # the handle is kept before anything can interrupt between start and record
+        with self._lock:  # kept the moment it exists: teardown stops what it started
             process = subprocess.Popen([IP, "netns", "exec", self.name, *argv], start_new_session=True, **kwargs)
             self._processes.append(process)
         return process
 
     def run(
-        self, argv: Sequence[str], timeout: float = 30.0, check: bool = True, input: str | None = None
+        self,
+        argv: Sequence[str],
+        timeout: float = 30.0,
+        check: bool = True,
+        input: str | None = None,  # noqa: A002 -- subprocess.run's own name
+        **kwargs: Any,
     ) -> subprocess.CompletedProcess[str]:
         """A short command inside the namespace: its output as text. Past ``timeout`` its group is killed
         and TimeoutExpired raised; a non-zero exit raises CommandFailed (with stderr) when ``check``. Its
-        output is read to the end: a child it leaves running must not hold stdout or stderr (redirect them)."""
+        output is read to the end: a child it leaves running must not hold stdout or stderr (redirect them).
+        Popen's other keyword arguments (``cwd``, ``env``) pass through."""
         process = self.popen(
             argv,
             stdin=subprocess.DEVNULL if input is None else subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            **kwargs,
         )
         try:
             stdout, stderr = process.communicate(input, timeout=timeout)
