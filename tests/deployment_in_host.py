@@ -38,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ws", default="auto")
     parser.add_argument("--graceful-timeout", type=int, default=2)
     parser.add_argument("--run-dir", type=Path)
+    parser.add_argument("--python", default=sys.executable, help="the release environment's interpreter")
     args = parser.parse_args(argv)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -49,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         ws=args.ws,
         graceful_timeout=args.graceful_timeout,
         run_dir=args.run_dir,
+        python=args.python,
     )
     deployment = Deployment(config)
     try:
@@ -63,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
                     "master": master.pid,
                     "workers": [worker.pid for worker in master.workers()],
                     "run_dir": str(deployment.run_dir),
+                    "error_log": str(deployment.error_log),
                 }
             ),
             flush=True,
