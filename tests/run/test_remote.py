@@ -21,7 +21,7 @@ from chaos.run.exposure import LocalExposure
 from chaos.run.feed import FEED_PATH
 from chaos.run.remote import RemoteControllers
 from chaos.run.signals import SignalBook
-from tests.helpers import CLI, LOCUST, free_port, read_summary, wait_until
+from tests.helpers import CLI, LOCUST, free_port, metric_sum, read_summary, wait_until
 
 TOKEN = "test-token-4f2a"
 
@@ -76,6 +76,11 @@ def test_locust_folds_a_controllers_feed_into_its_run_and_the_token_guards_it(st
         assert refused.returncode == 4, refused.stderr[-2000:]
         assert "401, the shared token is missing or wrong" in refused.stderr and "Traceback" not in refused.stderr
         run = _locust(tmp_path, target.url, url, TOKEN)
+        # Locust restarts: the controller kept counting; the new run begins at its feed's newest event.
+        again_dir = tmp_path / "again"
+        again_dir.mkdir()
+        again = _locust(again_dir, target.url, url, TOKEN, seconds=6)
+        counted = metric_sum(f"{url}/metrics", "handshake_chaos_signals_total")  # no token: refused, -1
     finally:
         controller.send_signal(signal.SIGTERM)
         _, controller_err = controller.communicate(timeout=90)
@@ -92,6 +97,12 @@ def test_locust_folds_a_controllers_feed_into_its_run_and_the_token_guards_it(st
     assert summary["options"]["token"] == "(set)" and TOKEN not in json.dumps(summary)
     assert run.returncode == summary["gate"]["exit_code"] == 0, summary["gate"]
     assert controller.returncode == 143 and "Traceback" not in controller_err
+    assert counted == -1.0  # /metrics is behind the token too
+    second = read_summary(again_dir / "summary.json")
+    assert again.returncode == second["gate"]["exit_code"], again.stderr[-2000:]
+    last_of_first = max(record["time"] for record in records)
+    assert second["signals"]["records"], "the second run read no signal"
+    assert all(record["time"] > last_of_first for record in second["signals"]["records"])
 
 
 class _Hostile(BaseHTTPRequestHandler):
