@@ -196,6 +196,8 @@ CATALOG: tuple[KnownFailure, ...] = (
         "shutdown already answered the handshake with HTTP 500; the app's own late accept then raises into it",
         "https://github.com/Kludex/uvicorn/pull/3050 (0.52.1; related: PR #2312)",
         fixed_in={"wsproto": "0.52.1", "websockets-sansio": "0.52.1", "websockets": None},
+        # The app has not accepted when the shutdown answers: it awaits work, or has not taken connect yet.
+        scenarios=("hold-accept", "before-receive"),
     ),
     _entry(
         "uvicorn_graceful_shutdown_cancelled_tasks",
