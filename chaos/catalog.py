@@ -47,6 +47,9 @@ class KnownFailure:
     scenarios: tuple[str, ...] = ()
     # ws implementation -> the first uvicorn release with it (absent: every release before the fix).
     introduced_in: Mapping[str, str] = field(default_factory=dict)
+    # What a client sees of it, where the server's log may say nothing (its text came from a library
+    # release the environment may not have): the history check counts either as the failure showing.
+    client_symptom: str | None = None
 
     def fixed_for(self, ws: str) -> str | None:
         return self.fixed_in.get(ws)
@@ -76,6 +79,7 @@ def _entry(
     any_level: bool = False,
     scenarios: tuple[str, ...] = (),
     introduced_in: Mapping[str, str] | None = None,
+    client_symptom: str | None = None,
 ) -> KnownFailure:
     return KnownFailure(
         signature,
@@ -88,6 +92,7 @@ def _entry(
         any_level,
         scenarios,
         dict(introduced_in or {}),
+        client_symptom,
     )
 
 
@@ -98,6 +103,9 @@ _CLOSE_DURING_HANDSHAKE = (
     r"LocalProtocolError: Event CloseConnection\(code=1012, reason=None\) cannot be sent during the handshake"
 )
 
+
+# The client-side signature of a connection that closed before a byte of response (GENERIC_SIGNATURES).
+CLIENT_DROPPED = "handshake_" + DROPPED
 
 CATALOG: tuple[KnownFailure, ...] = (
     _entry(
@@ -129,8 +137,10 @@ CATALOG: tuple[KnownFailure, ...] = (
         "close or rejection was already sent)",
         fixed_in={"wsproto": "0.52.1"},
         scenarios=("deny-close",),
-        # Before #1737 (0.20.0) every state took #596's path: the rejection was one of them.
-        introduced_in={"wsproto": "0.20.0"},
+        # Measured, not read: `handshake-chaos bisect --good 0.20.0 --bad 0.24.0.post1 --scenario deny-close
+        # --no-until-verdict` finds it first in 0.23.2 (0.20.0 to 0.23.1 raise the app's own close, 1008,
+        # into it instead: a shutdown_exception_local_protocol_error).
+        introduced_in={"wsproto": "0.23.2"},
     ),
     _entry(
         "wsproto_close_during_handshake",
@@ -167,16 +177,20 @@ CATALOG: tuple[KnownFailure, ...] = (
     _entry(
         "uvicorn_1344_websockets_handshake_closed_on_shutdown",
         r"opening handshake failed[\s\S]*ConnectionClosedError: no close frame received or sent",
-        "websockets: shutdown closes the transport of a pending handshake, no HTTP response is sent",
-        "https://github.com/encode/uvicorn/issues/1344 (fixed by PR #1816)",
+        "websockets: shutdown closes the transport of a pending handshake, no HTTP response is sent (the "
+        "client sees the connection dropped; the log says so only with the websockets library before 10.4, "
+        "which uvicorn 0.20.0 and later require)",
+        "https://github.com/encode/uvicorn/issues/1344 (fixed by PR #1816, 0.21.0: an HTTP 500 instead)",
         fixed_in={"websockets": "0.21.0"},
+        client_symptom=CLIENT_DROPPED,
     ),
     _entry(
         "uvicorn_1816_websockets_recv_after_shutdown",
         r"websockets_impl\.py[\s\S]*AttributeError: 'NoneType' object has no attribute 'add_done_callback'",
         "websockets: the app's receive() on a connection the shutdown closed finds no transfer task",
-        "https://github.com/encode/uvicorn/pull/1816",
-        fixed_in={"websockets": "0.21.0"},
+        "https://github.com/encode/uvicorn/pull/1753 (0.20.0: receive() after a lost connection returns a "
+        "disconnect; #1816 in 0.21.0 reworked the same shutdown path)",
+        fixed_in={"websockets": "0.20.0"},
     ),
     _entry(
         "uvicorn_accept_after_shutdown_rejection",
@@ -184,6 +198,8 @@ CATALOG: tuple[KnownFailure, ...] = (
         "shutdown already answered the handshake with HTTP 500; the app's own late accept then raises into it",
         "https://github.com/Kludex/uvicorn/pull/3050 (0.52.1; related: PR #2312)",
         fixed_in={"wsproto": "0.52.1", "websockets-sansio": "0.52.1", "websockets": None},
+        # The app has not accepted when the shutdown answers: it awaits work, or has not taken connect yet.
+        scenarios=("hold-accept", "before-receive"),
     ),
     _entry(
         "uvicorn_graceful_shutdown_cancelled_tasks",
@@ -280,7 +296,7 @@ GENERIC_SIGNATURES: tuple[GenericSignature, ...] = (
         f"any other traceback once {MAX_GENERIC_SIGNATURES} exception names were seen (label values stay bounded)",
         precreated=False,
     ),
-    GenericSignature(CLIENT_PREFIX + DROPPED, "client", "the connection closed before a single byte of HTTP response"),
+    GenericSignature(CLIENT_DROPPED, "client", "the connection closed before a single byte of HTTP response"),
     GenericSignature(CLIENT_PREFIX + TRUNCATED, "client", "the connection closed part-way through the HTTP response"),
     GenericSignature(CLIENT_PREFIX + BAD_RESPONSE, "client", "an answer that is not a valid HTTP handshake response"),
     GenericSignature(CLIENT_PREFIX + RESET, "client", "the connection was reset (RST) before an answer"),

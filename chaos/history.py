@@ -177,6 +177,9 @@ def check_catalogue(cells: Mapping[str, Measured], published: Iterable[str]) -> 
             # Where the path is claimed open, the cell must name it; where it is claimed closed, its text
             # under the name of no path (what the run says when no open path explains it) counts too.
             named, text = {entry.signature}, {entry.signature, *_unnamed(entry)}
+            if entry.client_symptom:
+                # The failure as a client sees it, where the log's words depend on a library release.
+                named, text = named | {entry.client_symptom}, text | {entry.client_symptom}
             open_side, closed_side = (before, version) if claim == "fixed" else (version, before)
             shown = {
                 open_side: _shows(cells, open_side, ws, scenarios, named),

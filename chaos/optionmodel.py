@@ -69,6 +69,8 @@ class OptionMeta:
     required: bool = False
     repeatable: bool = False  # a list given one flag at a time (--with a --with b)
     group: Group | Literal[""] = ""  # its section of --help (GROUPS); a test keeps every option in one
+    # Never shown back (summaries, the web UI) nor forwarded on a command line (other users see those).
+    secret: bool = False
 
 
 def option(default: Any, flag: str, help: str, **meta: Any) -> Any:
@@ -249,7 +251,7 @@ def changed_args(options: object, entry: str = "locust") -> list[str]:
     args: list[str] = []
     for item in declared_on(type(options), entry):
         value = getattr(options, item.name)
-        if value == item.default_for(entry):
+        if value == item.default_for(entry) or item.meta.secret:
             continue
         if item.base is bool:
             args += [item.meta.flag] if value else []
@@ -358,7 +360,12 @@ def add_to_locust(parser: Any, cls: type) -> None:
         action = group.add_argument(*item.flags, **kwargs)
         # A group's add_argument is argparse's own, not Locust's: mark the action for the web UI here.
         action.include_in_web_ui = item.meta.scope == "test"
-        action.is_secret = action.is_required = action.is_multiple = False
+        action.is_secret = item.meta.secret
+        action.is_required = action.is_multiple = False
+
+
+def secret_names(cls: type) -> frozenset[str]:
+    return frozenset(item.name for item in declared(cls) if item.meta.secret)
 
 
 def test_scope_names(cls: type) -> frozenset[str]:

@@ -26,6 +26,7 @@ Side = Literal["server", "client"]
 Role = Literal["worker", "master"]
 # How a real deploy stops a server, as the controller reproduces it (docs/deploy-shapes.md).
 Mode = Literal["worker-term", "worker-int", "master-ttou", "master-hup", "master-term", "rollout"]
+ExposureSource = Literal["sockets", "worker", "both", "none"]
 ExitKind = Literal["clean", "signalled", "nonzero", "crash", "timeout", "killed", "unknown"]
 # uvicorn's websocket implementations (--ws); "auto" lets uvicorn pick among those installed.
 WsImplementation = Literal["wsproto", "websockets", "websockets-sansio"]
@@ -310,6 +311,15 @@ class SignalRecord(JsonRecord):
     # Of the workers it reached, the handshakes verifiably in their scenario's state as it landed
     # (the probe's own count for the states it holds, the client's for those it holds).
     in_state_by_scenario: dict[str, int] = field(default_factory=dict)
+    # The controller it came from, when the run reads one on another host (``--chaos-controller``).
+    controller: str | None = None
+    # The probe's own count of the handshakes it held pending on the workers reached (None: no probe said).
+    worker_pending: int | None = None
+    worker_pending_by_scenario: dict[str, int] = field(default_factory=dict)
+    # How ``pending`` was measured: by matching the clients' connections with the worker's sockets, by the
+    # worker's own count (where matching found nothing: addresses translated on the way), or both agreeing
+    # to be counted (``pending`` is the sockets' count then, ``worker_pending`` the cross-check).
+    exposure_measured_by: ExposureSource | None = None
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from chaos.deployment.launcher import Deployment, DeploymentConfig
+from tests import netns
 
 
 @pytest.fixture
@@ -25,6 +27,15 @@ def start_deployment(tmp_path: Path) -> Iterator[Callable[..., Deployment]]:
     yield start
     for target in started:
         target.stop()
+
+
+@pytest.fixture
+def two_hosts() -> Iterator[tuple[netns.Host, netns.Host]]:
+    """Two other hosts (network namespaces joined by a veth pair, tests/netns.py), removed at teardown with
+    every process started through them. A test taking it is a ``netns`` test (skipped when not root); it
+    fails saying why if ``ip netns`` cannot work as root."""
+    with netns.two_hosts() as hosts:
+        yield hosts
 
 
 @pytest.fixture(scope="session")
@@ -46,8 +57,14 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Every test that builds (or looks up) a past uvicorn release goes through ``release_cache``:
-    it is a ``real_release`` test and needs the package index (``network``)."""
+    it is a ``real_release`` test and needs the package index (``network``). Every test that takes
+    ``two_hosts`` is a ``netns`` test; ``netns`` tests are skipped when not root (CI runs as root)."""
+    not_root = pytest.mark.skip(reason="network namespaces need root") if os.geteuid() != 0 else None
     for item in items:
+        if "two_hosts" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.netns)
+        if not_root is not None and item.get_closest_marker("netns") is not None:
+            item.add_marker(not_root)
         if "release_cache" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.real_release)
             item.add_marker(pytest.mark.network)

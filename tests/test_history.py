@@ -89,3 +89,18 @@ def test_the_catalogue_agrees_with_the_committed_release_history():
     assert checks, "docs/health.json holds no release list: regenerate it with handshake-chaos health"
     wrong = [check.line() for check in checks if check.finding != "confirmed"]
     assert not wrong, "the catalogue disagrees with docs/health.json (or it lacks cells):\n" + "\n".join(wrong)
+
+
+def test_a_failure_whose_log_text_depends_on_a_library_counts_its_client_symptom():
+    """#1344 under websockets: uvicorn 0.20.0 still drops a pending handshake at shutdown, but the websockets
+    release it requires (10.4) no longer logs it; the client's dropped connection shows it all the same."""
+    from chaos import catalog
+
+    entry = catalog.known("uvicorn_1344_websockets_handshake_closed_on_shutdown")
+    assert entry is not None and entry.client_symptom == catalog.CLIENT_DROPPED
+    cells = {
+        cell_key("0.20.0", "websockets"): Measured("fail", frozenset({catalog.CLIENT_DROPPED})),
+        cell_key("0.21.0", "websockets"): Measured("fail", frozenset({"uvicorn_accept_after_shutdown_rejection"})),
+    }
+    (check,) = [c for c in check_catalogue(cells, PUBLISHED) if c.signature == entry.signature]
+    assert check.finding == "confirmed", check.line()

@@ -31,6 +31,7 @@ from chaos.report.matrix_tables import terminal
 from chaos.report.text import format_summary
 from chaos.results import ExitCode
 from chaos.run.exposure import LocalExposure
+from chaos.run.feed import Feed, check_exposure
 from chaos.run.options import ChaosOptions
 from chaos.run.session import ChaosSession
 
@@ -245,7 +246,9 @@ def run_controller(values: dict[str, Any]) -> int:
     listening = master.listen_address()
     host = f"ws://{listening[0]}:{listening[1]}" if listening else "ws://127.0.0.1:0"
     options.check_workers(len(master.workers()))
-    session = ChaosSession(options, host, exposure=LocalExposure(ClientRecorder(options.wire_judgement())))
+    check_exposure(options.metrics_host, options.token)
+    exposure = LocalExposure(ClientRecorder(options.wire_judgement()))
+    session = ChaosSession(options, host, exposure=exposure, feed=Feed())
     stop = StopFlag(settings.duration).install()
     session.start()
     try:

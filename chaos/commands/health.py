@@ -51,6 +51,7 @@ from chaos.run.options import ChaosOptions
 _HEALTH = frozenset({"health"})
 _SHARED = "matrix"
 CATALOGUE_LINK = "contract.md#the-catalogue-of-known-failures"
+CATALOGUE_CELL_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -198,15 +199,21 @@ def run_health(settings: HealthSettings, template: SoakConfig, stop: StopFlag) -
     table = HealthTable.read(state_path) if state_path.is_file() else HealthTable()
     table.releases, table.ws, table.published = releases, list(settings.ws), published
     table.duration_cap_seconds, table.users = template.settings.duration, template.settings.users
-    fingerprint = _fingerprint(template)
     grid = matrix.plan()
-    sitting = _Sitting(settings, matrix, table, fingerprint, state_path, output, stop)
-    sitting.measure(grid, "grid")
+    sitting = _Sitting(settings, table, state_path, output, stop)
+    sitting.measure(grid, "grid", matrix, _fingerprint(template))
     boundaries: list[Boundary] = []
     if settings.boundaries and stop.signum is None:
-        # Planned from what the grid holds now: a boundary found in this sitting is measured in it too.
-        boundaries = plan_boundaries(table, published, list(settings.ws))
-        sitting.measure(boundary_plan(boundaries, grid), "boundaries")
+        catalogued, measured = plan_boundaries(table, published, list(settings.ws))
+        # A catalogue claim is checked in cells that run their whole time: a verdict settled early on another
+        # failure would hide the one the check follows (0.23.2's deny-close raises two, one ten times as often).
+        whole = whole_time(template)
+        first = boundary_plan(catalogued, grid)
+        sitting.measure(first, "catalogue", MatrixConfig(matrix.matrix, whole, whole.report_dir), _fingerprint(whole))
+        # Planned from what the grid holds now: a change found in this sitting is measured in it too.
+        measured = measured_boundaries(measured_cells(table), table.releases, list(settings.ws))
+        sitting.measure(boundary_plan(measured, grid + first), "boundaries", matrix, _fingerprint(template))
+        boundaries = catalogued + measured
     table.last_sitting_wall_seconds = round(time.monotonic() - started, 1)
     table.last_sitting_measured = sitting.measured
     table.sittings_wall_seconds = round(table.sittings_wall_seconds + table.last_sitting_wall_seconds, 1)
@@ -224,16 +231,9 @@ class _Sitting:
     """One sitting's measuring: a cell already measured alike is kept, every new one is saved at once."""
 
     def __init__(
-        self,
-        settings: HealthSettings,
-        matrix: MatrixConfig,
-        table: HealthTable,
-        fingerprint: str,
-        state_path: Path,
-        output: Path,
-        stop: StopFlag,
+        self, settings: HealthSettings, table: HealthTable, state_path: Path, output: Path, stop: StopFlag
     ) -> None:
-        self.settings, self.matrix, self.table, self.fingerprint = settings, matrix, table, fingerprint
+        self.settings, self.table = settings, table
         self.state_path, self.output, self.stop = state_path, output, stop
         self.measured = 0
         self.planned: list[PlannedCell] = []
@@ -241,17 +241,17 @@ class _Sitting:
     def save(self) -> None:
         _save(self.table, self.state_path, self.output, self.planned)
 
-    def measure(self, plan: list[PlannedCell], phase: str) -> None:
+    def measure(self, plan: list[PlannedCell], phase: str, matrix: MatrixConfig, fingerprint: str) -> None:
         self.planned += plan
         for number, planned in enumerate(plan, start=1):
             if self.stop.signum is not None:
                 return
-            self._measure(planned, f"[{phase} {number}/{len(plan)}] {planned.step}")
+            self._measure(planned, f"[{phase} {number}/{len(plan)}] {planned.step}", matrix, fingerprint)
 
-    def _measure(self, planned: PlannedCell, step: str) -> None:
-        settings, table, fingerprint = self.settings, self.table, self.fingerprint
+    def _measure(self, planned: PlannedCell, step: str, matrix: MatrixConfig, fingerprint: str) -> None:
+        settings, table = self.settings, self.table
         key = cell_key(planned.release, planned.ws, planned.mode, planned.scenario)
-        soak = self.matrix.cell(planned)
+        soak = matrix.cell(planned)
         if settings.limit is not None and self.measured >= settings.limit:
             # Nothing more is built or run in this sitting: what the table holds stays as it is.
             held = table.cells.get(key)
@@ -306,17 +306,26 @@ def catalogue_checks(table: HealthTable) -> list[FixCheck]:
     return check_catalogue(measured_cells(table), table.published)
 
 
-def plan_boundaries(table: HealthTable, published: list[str], ws_columns: list[str]) -> list[Boundary]:
-    """Either side of every release the catalogue names (first: the history check reads them), then of
-    every change the grid measured."""
+def plan_boundaries(
+    table: HealthTable, published: list[str], ws_columns: list[str]
+) -> tuple[list[Boundary], list[Boundary]]:
+    """Either side of every release the catalogue names (within the table's releases), and of every
+    change the grid measured."""
     oldest, newest = min(table.releases, key=Version), max(table.releases, key=Version)
-    found = [
+    catalogued = [
         boundary
         for boundary in catalogue_boundaries(published, ws_columns)
-        if Version(oldest) <= Version(boundary.after) <= Version(newest)  # within the table's releases
+        if Version(oldest) <= Version(boundary.after) <= Version(newest)
     ]
-    found += measured_boundaries(measured_cells(table), table.releases, ws_columns)
-    return found
+    return catalogued, measured_boundaries(measured_cells(table), table.releases, ws_columns)
+
+
+def whole_time(template: SoakConfig) -> SoakConfig:
+    """The soak of a catalogue boundary cell: its whole time (at most ``CATALOGUE_CELL_SECONDS``)."""
+    settings = dataclasses.replace(template.settings, duration=min(template.settings.duration, CATALOGUE_CELL_SECONDS))
+    return dataclasses.replace(
+        template, settings=settings, options=dataclasses.replace(template.options, until_verdict=False)
+    )
 
 
 def boundary_plan(boundaries: list[Boundary], grid: list[PlannedCell]) -> list[PlannedCell]:
@@ -412,7 +421,9 @@ def _boundary_section(table: HealthTable) -> list[str]:
         "",
         "For each release the catalogue says brought or fixed a failure, and each pair of rows above whose",
         "catalogued signatures differ: the releases on both sides, each scenario that names a path measured",
-        "singly, and (for a measured change) every other mode with the scenarios mixed.",
+        "singly, and (for a measured change) every other mode with the scenarios mixed. A cell that pins a",
+        f"catalogue claim runs its whole time (at most {CATALOGUE_CELL_SECONDS:g} s, no early verdict): a verdict",
+        "settled on another failure first would hide the one the claim is about.",
     ]
     for boundary in boundaries:
         lines += ["", f"### {boundary.before} → {boundary.after} ({boundary.ws}): {boundary.why}", ""]

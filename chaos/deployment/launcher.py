@@ -41,6 +41,9 @@ log = logging.getLogger(__name__)
 SIDE_DIR = Path(__file__).resolve().parent / "side"
 PROBE_APP = "handshake_chaos_probe:app"
 PROBE_WS_PATH = "/ws/probe"  # the probe's route (handshake_chaos_probe.WS_PATH)
+# Where the workers say they are ready and the probe writes the states it holds (a deployment of your
+# own that sets it gets worker-side exposure counts too).
+STATES_DIR_VARIABLE = "HANDSHAKE_CHAOS_READY_DIR"
 MOUNTED_APP = "handshake_chaos_mount:app"
 WORKER_BASES = ("auto", "uvicorn_worker", "uvicorn.workers")
 # uvicorn-worker 0.3.0 cannot run uvicorn 0.36.0 or later; 0.4.0 can (both published 2025-09-20, the
@@ -347,7 +350,7 @@ class Deployment:
             **extra_env,
             "PYTHONPATH": os.pathsep.join(pythonpath),
             "HANDSHAKE_CHAOS_WS": config.ws,
-            "HANDSHAKE_CHAOS_READY_DIR": str(self.ready_dir),
+            STATES_DIR_VARIABLE: str(self.ready_dir),
             "HANDSHAKE_CHAOS_WORKER_BASE": self.worker_base(),
             "PYTHONUNBUFFERED": "1",
         }

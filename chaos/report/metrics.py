@@ -10,12 +10,16 @@ values are bounded (no pids, no connection ids).
 
 from __future__ import annotations
 
+import socket
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry, make_wsgi_app, start_http_server
+from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -304,10 +308,27 @@ def _bound(bound: float) -> str:
     return f"{float(bound)}"
 
 
-def serve(registry: CollectorRegistry, host: str, port: int) -> Any:
-    """Serves ``/metrics`` in a background thread; returns the server (``shutdown()`` stops it)."""
-    server, _thread = start_http_server(port, addr=host, registry=registry)
-    return server
+def serve(registry: CollectorRegistry, host: str, port: int, wrap: Callable[[Any], Any] | None = None) -> Any:
+    """Serves ``/metrics`` in a background thread; returns the server (``shutdown()`` stops it).
+    ``wrap`` puts the metrics app behind something (the controller's feed and its token)."""
+    if wrap is None:
+        server, _thread = start_http_server(port, addr=host, registry=registry)
+        return server
+
+    class Server(ThreadingWSGIServer):
+        # IPv6 or IPv4, as the address given asks (the class attribute is what socketserver reads).
+        address_family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
+
+    httpd = make_server(host, port, wrap(make_wsgi_app(registry)), Server, handler_class=_QuietHandler)
+    threading.Thread(target=httpd.serve_forever, name="handshake-chaos-http", daemon=True).start()
+    return httpd
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """Every scrape and feed page would be a log line otherwise."""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
 
 
 def sums(registry: CollectorRegistry, names: Iterable[str]) -> dict[str, float]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from chaos.results import MIXED, ErrorRow, RunSummary
+from collections import Counter
+
+from chaos.results import MIXED, ErrorRow, RunSummary, SignalRecord
 
 
 def error_table(errors: list[ErrorRow]) -> list[str]:
@@ -48,6 +50,7 @@ def format_summary(summary: RunSummary) -> str:
         f"landed with pending handshakes: {signals.landed_with_pending}"
     )
     lines.append(f"  pending handshakes at each signal: {signals.pending_at_term or 'none'}")
+    lines += _exposure_lines(signals.records)
     replacement = [r.replacement_seconds for r in signals.records if r.replacement_seconds is not None]
     if replacement:
         lines.append(
@@ -82,3 +85,22 @@ def format_summary(summary: RunSummary) -> str:
     gate = summary.gate
     lines.append(f"  gate: {gate.verdict} (exit {gate.exit_code}): {gate.reason}")
     return "\n".join(lines)
+
+
+def _exposure_lines(records: list[SignalRecord]) -> list[str]:
+    """How each signal's exposure was measured, when the probe's own count took part, and the cross-check
+    where both ways counted."""
+    ways = Counter(record.exposure_measured_by for record in records if record.exposure_measured_by)
+    if not ways.get("worker") and not ways.get("both"):
+        return []
+    lines = ["  exposure measured by: " + ", ".join(f"{way} {count}" for way, count in sorted(ways.items()))]
+    both = [record for record in records if record.exposure_measured_by == "both"]
+    if both:
+        sockets, worker = sum(record.pending for record in both), sum(record.worker_pending or 0 for record in both)
+        lines.append(f"  cross-check on {len(both)} signals: sockets matched {sockets}, the workers counted {worker}")
+    if ways.get("worker"):
+        lines.append(
+            "  (worker: matching the clients' connections found none, as behind a NAT or a container's port "
+            "mapping; the probe's own count stood in)"
+        )
+    return lines

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 import psutil
 
-from chaos.deployment.launcher import Deployment, read_versions
+from chaos.deployment.launcher import STATES_DIR_VARIABLE, Deployment, read_versions
 from chaos.deployment.processes import ServerMaster
 from chaos.errors import ChaosError
 from chaos.results import SignalRecord
@@ -35,6 +35,7 @@ class AttachedDeployment:
         error_log: Path | None,
         deployment: Deployment | None = None,
         external_master: ServerMaster | None = None,
+        states_dir: Path | None = None,
     ) -> None:
         self.host = host
         self.listen_port = listen_port
@@ -42,6 +43,8 @@ class AttachedDeployment:
         self.error_log = error_log
         self.deployment = deployment
         self._external_master = external_master
+        # Where the probe's workers write the states they hold (``states-<pid>.json``), when they do.
+        self.states_dir = deployment.ready_dir if deployment is not None else states_dir
 
     @property
     def embedded(self) -> bool:
@@ -91,7 +94,20 @@ def find_external(options: ChaosOptions, host: str) -> AttachedDeployment:
         master = ServerMaster(options.master_pid())
     versions = _versions_of(master) if master is not None else {}
     error_log = Path(options.server_log) if options.server_log else None
-    return AttachedDeployment(host, urlsplit(host).port, versions, error_log, external_master=master)
+    states_dir = _states_dir_of(master) if master is not None else None
+    return AttachedDeployment(
+        host, urlsplit(host).port, versions, error_log, external_master=master, states_dir=states_dir
+    )
+
+
+def _states_dir_of(master: ServerMaster) -> Path | None:
+    """Where the deployment's probe writes the states it holds: ``HANDSHAKE_CHAOS_READY_DIR`` as the
+    master was started with it (its workers inherit it), read from the process's own environment."""
+    try:
+        directory = master.process().environ().get(STATES_DIR_VARIABLE)
+    except psutil.Error:
+        return None
+    return Path(directory) if directory and Path(directory).is_dir() else None
 
 
 def _versions_of(master: ServerMaster) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from chaos.detect.client import WireJudgement
 from chaos.detect.logfollow import GUNICORN_FORMAT, JsonFormat, LineFormat, PlainFormat
 from chaos.errors import UsageError
 from chaos.load.client import LoadProfile
-from chaos.optionmodel import RUN, check_all, option
+from chaos.optionmodel import RUN, check_all, option, secret_names
 from chaos.results import (
     DEFAULT_MODE,
     DEFAULT_SERVER,
@@ -33,6 +33,7 @@ from chaos.results import (
     ServerFamily,
 )
 from chaos.run.controller import MODE_SPECS, REDEPLOYING_MODES, WORKER_SIGNALS, ControllerConfig
+from chaos.run.feed import controller_url
 from chaos.run.gate import EvidencePolicy, GatePolicy
 from chaos.scenarios import SCENARIO_SPECS
 
@@ -270,6 +271,26 @@ class ChaosOptions:
         aliases=("--pidfile",),
         group="deployment",
     )
+    controllers: list[str] = option(
+        [],
+        "--chaos-controller",
+        "a handshake-chaos controller on the --host deployment's host, by its URL (http://HOST:PORT); its "
+        "signals, exposure and server-side errors become this run's (repeatable: one per deployment host)",
+        scope="process",
+        entry_points=frozenset({"locust"}),
+        repeatable=True,
+        group="deployment",
+    )
+    token: str | None = option(
+        None,
+        "--chaos-token",
+        "the shared token between a controller and the Locust runs reading it (required beyond loopback; "
+        "prefer the env var: a command line is visible to every user of the host)",
+        scope="process",
+        entry_points=_LOCUST_AND_CONTROLLER,
+        secret=True,
+        group="deployment",
+    )
     server_log: str | None = option(
         None,
         "--server-log",
@@ -424,6 +445,13 @@ class ChaosOptions:
             raise UsageError(f"--ws-path must start with '/', got {self.ws_path!r}")
         if self.target_pid is not None and self.target_pidfile is not None:
             raise UsageError(_ONE_MASTER)
+        if self.controllers:
+            for url in self.controllers:
+                controller_url(url)
+            if not host:
+                raise UsageError("--chaos-controller reads a deployment on another host: give its URL as --host")
+            if self.target_pid is not None or self.target_pidfile is not None:
+                raise UsageError("--chaos-controller rolls the deployment from its own host: no --target-pid here")
         if host:
             check_host_url(host)
         if not host and (self.target_pid is not None or self.target_pidfile is not None):
@@ -543,4 +571,8 @@ class ChaosOptions:
         )
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The options as a summary shows them: a secret only as whether it was set."""
+        values = asdict(self)
+        for name in secret_names(type(self)):
+            values[name] = "(set)" if values[name] else None
+        return values

@@ -19,6 +19,7 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from prometheus_client import CollectorRegistry
 
@@ -36,8 +37,10 @@ from chaos.results import MIXED, ErrorRow, FirstSeen, GateResult, Mode, RunSumma
 from chaos.run.attached import AttachedDeployment, find_external, start_embedded
 from chaos.run.controller import RollingSignalController
 from chaos.run.exposure import ExposureStrategy
+from chaos.run.feed import Feed, guarded
 from chaos.run.gate import decide, settled
 from chaos.run.options import ChaosOptions
+from chaos.run.remote import RemoteControllers, what_runs_there
 from chaos.run.signals import SignalBook
 from chaos.run.timeline import Timeline
 from chaos.scenarios import ScenarioPlan, plan_scenarios
@@ -46,6 +49,7 @@ log = logging.getLogger(__name__)
 
 _LOG_POLL_SECONDS = 0.25
 _TIMELINE_SECONDS = 1.0
+_FEED_POLL_SECONDS = 0.25
 _SUMMED_METRICS = (
     "handshake_chaos_handshakes_total",
     "handshake_chaos_shutdown_errors_total",
@@ -56,9 +60,11 @@ _SUMMED_METRICS = (
 class MetricsEndpoint:
     """``/metrics`` of the run's registry, served for the run's whole life."""
 
-    def __init__(self, registry: CollectorRegistry, host: str, port: int) -> None:
+    def __init__(
+        self, registry: CollectorRegistry, host: str, port: int, wrap: Callable[[Any], Any] | None = None
+    ) -> None:
         try:
-            self._server: Any = serve(registry, host, port)
+            self._server: Any = serve(registry, host, port, wrap)
         except OSError as exc:
             raise UsageError(f"cannot serve metrics on {host}:{port}: {exc.strerror}") from None
         bound_host, bound_port = self._server.server_address[:2]
@@ -78,7 +84,9 @@ class ChaosSession:
         exposure: ExposureStrategy,
         totals: RunTotals | None = None,
         registry: CollectorRegistry | None = None,
+        feed: Feed | None = None,
     ) -> None:
+        """``feed``: the controller command's, served beside ``/metrics`` (what Locust on other hosts reads)."""
         options.validate(host)
         self.options = options
         self.host = host
@@ -94,6 +102,10 @@ class ChaosSession:
         self.endpoint: MetricsEndpoint | None = None
         self.detector: ServerDetector | None = None
         self.signals = SignalBook(exposure, None, None)
+        self.signals.feed = self.feed = feed
+        if feed is not None:
+            feed.header = self.feed_header
+        self.remote: RemoteControllers | None = None  # --chaos-controller: the deployment's own controllers
         self.plan = ScenarioPlan(tuple(options.scenarios) or ("hold-accept",), {})
         self.started = time.time()
         self.timeline = Timeline(self.started)
@@ -108,6 +120,9 @@ class ChaosSession:
         """Start (embedded) or locate (external) the deployment; returns the base URL."""
         if self.embedded:
             self.attached, self.options = start_embedded(self.options)
+        elif self.options.controllers:
+            assert self.host is not None
+            self.attached = self._attach_remote(self.host)
         else:
             assert self.host is not None
             self.attached = find_external(self.options, self.host)
@@ -127,8 +142,10 @@ class ChaosSession:
         )
         uvicorn, ws = self.versions.get("uvicorn"), self.ws
         self.totals.judge_regressions(lambda signature: catalog.regression_of(signature, ws, uvicorn))
+        feed, token = self.feed, self.options.token
+        wrap = (lambda app: guarded(app, feed, token)) if feed is not None else None
         try:
-            self.endpoint = MetricsEndpoint(self.registry, self.options.metrics_host, self.options.metrics_port)
+            self.endpoint = MetricsEndpoint(self.registry, self.options.metrics_host, self.options.metrics_port, wrap)
         except UsageError:
             self.close()
             raise
@@ -136,10 +153,36 @@ class ChaosSession:
         if attached.error_log is not None:
             tail = FileTail(attached.error_log, from_start=self.embedded, line_format=self.options.line_format())
             self.detector = ServerDetector(tail, self._server_error)
-        states_dir = attached.deployment.ready_dir if attached.deployment is not None else None
-        self.signals.attach(attached.listen_port, self.detector, states_dir)
+        self.signals.attach(attached.listen_port, self.detector, attached.states_dir)
         self._spawn(self._background_loop, "handshake-chaos-detector")
         return self.host
+
+    def _attach_remote(self, host: str) -> AttachedDeployment:
+        """The deployment on another host, as its controllers' feeds describe it; their signals are this run's."""
+        self.remote = RemoteControllers(self.options.controllers, self.options.token, self.signals, self._server_error)
+        header = self.remote.connect()
+        versions, adopted = what_runs_there(header, self.remote.readers[0].url)
+        self.options = dataclasses.replace(self.options, **adopted)
+        log.info(
+            "handshake-chaos: reading %s (%s)",
+            ", ".join(reader.url for reader in self.remote.readers),
+            ", ".join(f"{key} {value}" for key, value in adopted.items()),
+        )
+        return AttachedDeployment(host, urlsplit(host).port, versions, None)
+
+    def feed_header(self) -> dict[str, Any]:
+        """What a controller's feed says of itself: what runs here, and whether it still sends signals."""
+        return {
+            "versions": self.versions,
+            "release": self.release,
+            "ws": self.options.ws,
+            "mode": self.options.mode,
+            "server": self.options.server,
+            "host": self.host,
+            "scenarios": list(self.plan.running),
+            "running": self._controller_thread is not None and self._controller_thread.is_alive(),
+            "started": self.started,
+        }
 
     def _spawn(self, target: Callable[[], None], name: str) -> threading.Thread:
         thread = threading.Thread(target=target, name=name, daemon=True)
@@ -171,10 +214,13 @@ class ChaosSession:
         """What each user does in this test: the planned scenarios, by weight."""
         return self.options.load_profile(self.plan.running)
 
-    def _server_error(self, error: DetectedError) -> None:
+    def _server_error(self, error: DetectedError, controller: str | None = None) -> None:
         """A server-side error, counted under the scenario it can be tied to (or "mixed"), and named by
-        the code path it took where its text alone cannot say (``catalog.name_the_path``)."""
-        scenario = self.signals.scenario_of(error.pid, self.plan.running)
+        the code path it took where its text alone cannot say (``catalog.name_the_path``). ``controller``:
+        the feed it came from, when the deployment's log is read on its own host."""
+        if self.feed is not None:
+            self.feed.server_error(error)  # as the log said it: the reader, who knows the load, names the path
+        scenario = self.signals.scenario_of(error.pid, self.plan.running, controller)
         entry = catalog.known(error.signature)
         if entry is not None:
             uvicorn = self.versions.get("uvicorn")
@@ -193,6 +239,14 @@ class ChaosSession:
         return self.endpoint.url if self.endpoint is not None else None
 
     def start_controller(self) -> None:
+        if self.remote is not None and self._controller_thread is None:
+            remote = self.remote
+            remote.skip_to_now()
+            self._stop_controller.clear()
+            self._controller_thread = self._spawn(
+                lambda: _read_feeds(remote, self._stop_controller), "handshake-chaos-feed"
+            )
+            return
         if self.master is None or self._controller_thread is not None:
             return
         controller = RollingSignalController(
@@ -212,7 +266,10 @@ class ChaosSession:
         self.signals.listeners.append(callback)
 
     def controller_finished(self) -> bool:
-        """The controller stopped on its own (max signals reached, or the master is gone)."""
+        """The controller stopped on its own (max signals reached, or the master is gone; on another host:
+        every controller's feed says it stopped)."""
+        if self.remote is not None:
+            return self._controller_thread is not None and not self.remote.running()
         return self._controller_thread is not None and not self._controller_thread.is_alive()
 
     def halt_controller(self) -> None:
@@ -366,6 +423,17 @@ def build_summary(session: ChaosSession, interrupted_by: int | None, stop_reason
 def _announce_first(row: ErrorRow) -> None:
     """One console line the first time a signature is seen: what, how many so far, the example, the reference."""
     log.warning("handshake-chaos: %s", FirstSeen.of(row).line())
+
+
+def _read_feeds(remote: RemoteControllers, stop: threading.Event) -> None:
+    """Every controller's new events, folded in as they come, until the test stops (and once more then:
+    what the controllers sent up to that moment is this test's)."""
+    while not stop.wait(_FEED_POLL_SECONDS):
+        try:
+            remote.poll()
+        except Exception:  # a fault in folding must not take the load down with it
+            log.exception("handshake-chaos: reading the controllers' feeds")
+    remote.poll()
 
 
 def _run(controller: RollingSignalController, stop: threading.Event) -> None:

@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import get_args
 
 from chaos.deployment.processes import worker_peers
 from chaos.detect.server import EXIT_SEVERITY, ServerDetector
-from chaos.results import MIXED, Address, ExitKind, Reach, SignalRecord
+from chaos.results import MIXED, Address, ExitKind, ExposureSource, Reach, SignalRecord
 from chaos.run.controller import ControllerState
 from chaos.run.exposure import ExposureStrategy
+from chaos.run.feed import Feed
 
 
 class SignalBook:
@@ -37,15 +39,19 @@ class SignalBook:
         # Where the probe's workers write the states they hold (the embedded deployment's ready dir).
         self.states_dir: Path | None = None
         self._probe_states: dict[int, dict[str, int]] = {}
+        # Set on a controller that serves its feed: each signal, recovery and exit is published there.
+        self.feed: Feed | None = None
 
-    def scenario_of(self, pid: int | None, running: tuple[str, ...]) -> str:
+    def scenario_of(self, pid: int | None, running: tuple[str, ...], controller: str | None = None) -> str:
         """The scenario a server-side error of worker ``pid`` was found in: the only one ``running``, or
         the only one that worker held handshakes of when its signal landed (pending for a client, or in
         a state the probe counted); else "mixed" (the log cannot say which of several it was, and the
-        run never guesses)."""
+        run never guesses). ``controller``: the feed the error came from (pids are per host)."""
         if len(running) == 1:
             return running[0]
         for record in reversed(self.records):
+            if record.controller != controller:
+                continue
             reach = next((reach for reach in record.reach if reach.pid == pid), None)
             if reach is None:
                 continue
@@ -76,8 +82,23 @@ class SignalBook:
         self._probe_states[pid] = read_probe_states(self.states_dir, pid) if self.states_dir else {}
         return worker_peers(pid, self.listen_port) if self.listen_port else frozenset()
 
-    def on_signal(self, record: SignalRecord, peers_by_worker: dict[int, frozenset[Address]]) -> int | None:
-        """Opens a shutdown window on every worker the signal reached and counts what each held pending."""
+    def on_signal(
+        self,
+        record: SignalRecord,
+        peers_by_worker: dict[int, frozenset[Address]],
+        probe_states: dict[int, dict[str, int]] | None = None,
+    ) -> int | None:
+        """Opens a shutdown window on every worker the signal reached and counts what each held pending.
+        ``probe_states``: the states each worker's probe held, as a controller on another host read them
+        (else this book read them itself, at the snapshot)."""
+        if probe_states is None:
+            probe_states = {pid: self._probe_states.pop(pid, {}) for pid in peers_by_worker}
+        if self.feed is not None:
+            held = {pid: (peers, probe_states.get(pid, {})) for pid, peers in peers_by_worker.items()}
+            self.feed.signal(record, held)
+        worker_counts = [sum(counts.values()) for pid in peers_by_worker if (counts := probe_states.get(pid))]
+        record.worker_pending = sum(worker_counts) if worker_counts else None
+        record.worker_pending_by_scenario = _summed(probe_states.get(pid, {}) for pid in peers_by_worker)
         total: int | None = 0
         for pid, peers in peers_by_worker.items():
             position = self._log_positions.pop(pid, None)
@@ -85,7 +106,7 @@ class SignalBook:
                 self.detector.open_window(pid, position)
             caught = self.exposure.resolve(record, peers)
             # The probe's count of the states it holds; the client's of those it holds (added as answers come).
-            in_state = dict(self._probe_states.pop(pid, {}))
+            in_state = dict(probe_states.get(pid, {}))
             if caught is not None:
                 for name, count in caught.held.items():
                     in_state[name] = in_state.get(name, 0) + count
@@ -122,6 +143,7 @@ class SignalBook:
         waiting = []
         for record in self._replaced:
             if self.exposure.answered(record):
+                measure_exposure(record)
                 record.settled = True
             else:
                 waiting.append(record)
@@ -131,6 +153,8 @@ class SignalBook:
         """No more answers are coming (the run is closing): the metrics count every signal now, and
         every worker's exit is read as the log has it, to its end."""
         for record in self.records:
+            if not record.settled:
+                measure_exposure(record)
             record.settled = True
         self._replaced.clear()
         if self.detector is not None:
@@ -149,6 +173,52 @@ class SignalBook:
             kinds.append(kind)
         worst: ExitKind = max(kinds, key=_severity) if kinds else "unknown"
         record.exit_kind = worst
+        if self.feed is not None:
+            self.feed.settled(record)
+
+    def on_remote_settled(self, record: SignalRecord, exits: dict[int, str | None]) -> None:
+        """A controller on another host says the deployment recovered from ``record``, and how each worker
+        it reached exited; it settles here once this run's exposure answers are in."""
+        kinds: list[ExitKind] = []
+        for reach in record.reach:
+            said = exits.get(reach.pid)
+            kind: ExitKind = said if said in _EXIT_KINDS else "unknown"  # type: ignore[assignment]
+            reach.exit_kind = kind
+            kinds.append(kind)
+        worst: ExitKind = max(kinds, key=_severity) if kinds else "unknown"
+        record.exit_kind = worst
+        self._replaced.append(record)
+        self.settle_ready()
+
+
+def measure_exposure(record: SignalRecord) -> None:
+    """Says how the record's exposure was measured, once every answer is in. Where matching the clients'
+    connections found nothing but the probe counted handshakes it held (a NAT or a container's port
+    mapping rewrote the client addresses on the way), the probe's count is the exposure."""
+    if record.dry_run or record.exposure_measured_by is not None:
+        return
+    sockets, worker = record.pending, record.worker_pending or 0
+    source: ExposureSource
+    if sockets > 0:
+        source = "both" if worker > 0 else "sockets"
+    elif worker > 0:
+        source = "worker"
+        record.pending = worker
+        record.pending_by_scenario = dict(record.worker_pending_by_scenario)
+    else:
+        source = "none"
+    record.exposure_measured_by = source
+
+
+_EXIT_KINDS = frozenset(get_args(ExitKind))
+
+
+def _summed(counts: Iterable[dict[str, int]]) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for one in counts:
+        for name, count in one.items():
+            total[name] = total.get(name, 0) + count
+    return total
 
 
 def read_probe_states(directory: Path, pid: int) -> dict[str, int]:
