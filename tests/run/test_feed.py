@@ -115,9 +115,9 @@ def test_the_token_guards_the_feed_and_the_metrics_and_only_the_exact_bearer_pas
     assert status == "200 OK" and json.loads(body)["format"] == 1
     assert _call(guarded(metrics, None, None), "/feed")[0].startswith("404")
     bad = {"PATH_INFO": "/feed", "QUERY_STRING": "after=%27;--", "HTTP_AUTHORIZATION": "Bearer s3cret"}
-    status: list[str] = []
-    assert b"integers" in b"".join(app(bad, lambda code, headers: status.append(code)))
-    assert status == ["400 Bad Request"]
+    said: list[str] = []
+    assert b"integers" in b"".join(app(bad, lambda code, headers: said.append(code)))
+    assert said == ["400 Bad Request"]
 
 
 def test_beyond_loopback_a_controller_needs_the_token():
