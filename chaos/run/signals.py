@@ -14,7 +14,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from chaos.deployment.processes import worker_peers
+from chaos.deployment.sockets import worker_peers
 from chaos.detect.server import EXIT_SEVERITY, ServerDetector
 from chaos.results import MIXED, Address, ExitKind, Reach, SignalRecord
 from chaos.run.controller import ControllerState
