@@ -54,28 +54,20 @@ _INET_DIAG_REQ_V2 = struct.Struct("=BBBxI48x")
 _NLATTR_HEADER = struct.Struct("=HH")
 # struct inet_diag_bc_op: code, offset to jump on yes, offset to jump on no.
 _BC_OP = struct.Struct("=BBH")
-# A reply is a nlmsghdr then a struct inet_diag_msg, read in one unpack: the header's length and type,
-# and of the socket its family, peer port (big-endian, kept as bytes), peer address (16 bytes, network
-# order; an IPv4 one in its first 4) and inode. The attributes after it are skipped by the length.
+# A reply is a nlmsghdr (16 bytes) then a struct inet_diag_msg; the attributes after it are skipped by the
+# header's length. Read from it: the header's length and type, and of the socket its family (byte 16), peer
+# port (22, big-endian), peer address (40, 16 bytes in network order, an IPv4 one in the first 4) and inode
+# (84, host order).
 _REPLY_HEAD = struct.Struct("=IH")
-_REPLY = struct.Struct("=IH10xB3x2x2s16x16s12x16xI")
+_REPLY_SIZE = _NLMSG_HEADER.size + 72
+_INODE_AT = 84
+_INODE = struct.Struct(f"={_INODE_AT}xI")
+_PEER = struct.Struct("=16xB5x2s16x16s")
 _NLMSG_ALIGN = 4
 
 # Netlink hands a dump over in datagrams of at most 32 KiB (the kernel's cap on max_recvmsg_len);
 # a buffer this size is never truncated, and a datagram that fills it is taken as a failure.
 _RECEIVE_BUFFER = 1 << 18
-
-# A connection's client end as the kernel gave it: family, port (big-endian bytes), address (16 bytes).
-RawPeer = tuple[int, bytes, bytes]
-
-
-def peer_address(peer: RawPeer) -> Address:
-    """The (ip, port) psutil gives for the same socket: inet_ntop of the same bytes, so an IPv4 client of
-    a dual-stack listener stays "::ffff:a.b.c.d" and IPv6 text is compressed the same way."""
-    family, port, address = peer
-    if family == socket.AF_INET:
-        return socket.inet_ntop(socket.AF_INET, address[:4]), int.from_bytes(port, "big")
-    return socket.inet_ntop(socket.AF_INET6, address), int.from_bytes(port, "big")
 
 
 def source_port_bytecode(port: int) -> bytes:
@@ -94,57 +86,107 @@ def dump_request(family: int, port: int, sequence: int = 1) -> bytes:
     return _NLMSG_HEADER.pack(_NLMSG_HEADER.size + len(body), SOCK_DIAG_BY_FAMILY, flags, sequence, 0) + body
 
 
-class DumpDone(Exception):
-    """The dump's NLMSG_DONE was read: no more datagrams follow."""
+def _aligned(length: int) -> int:
+    return (length + _NLMSG_ALIGN - 1) & ~(_NLMSG_ALIGN - 1)
 
 
-def parse_dump(data: bytes | bytearray | memoryview, into: dict[int, RawPeer]) -> None:
-    """Adds each socket of one dump datagram to ``into`` (inode -> peer). Raises ``DumpDone`` at the
-    dump's end, ``OSError`` for the kernel's error reply (e.g. EINVAL for bytecode it does not know).
+class LiveSockets:
+    """The kernel's answer: the sockets of a dump by inode. Each reply is kept as received and a peer is
+    decoded only when asked for: of some 15,000 sockets (every worker's) a snapshot needs one worker's."""
 
-    Runs for some 15,000 sockets per snapshot: one unpack per message and nothing decoded here."""
-    unpack_reply = _REPLY.unpack_from
-    end = len(data)
-    offset = 0
-    while offset + _NLMSG_HEADER.size <= end:
-        if end - offset >= _REPLY.size:
-            length, kind, family, port, address, inode = unpack_reply(data, offset)
-        else:  # only NLMSG_DONE (or a cut reply) is this short
+    def __init__(self) -> None:
+        self._replies = bytearray()
+        self._offsets: dict[int, int] = {}  # inode -> where its reply starts in _replies
+        self.done = False  # the dump's NLMSG_DONE was read
+
+    def __contains__(self, inode: object) -> bool:
+        return inode in self._offsets
+
+    def __len__(self) -> int:
+        return len(self._offsets)
+
+    def peer(self, inode: int) -> Address:
+        """The (ip, port) psutil gives for the same socket: inet_ntop of the same bytes, so an IPv4 client of
+        a dual-stack listener stays "::ffff:a.b.c.d" and IPv6 text is compressed the same way."""
+        family, port, address = _PEER.unpack_from(self._replies, self._offsets[inode])
+        if family == socket.AF_INET:
+            return socket.inet_ntop(socket.AF_INET, address[:4]), int.from_bytes(port, "big")
+        return socket.inet_ntop(socket.AF_INET6, address), int.from_bytes(port, "big")
+
+    def add(self, datagram: bytes | bytearray | memoryview) -> None:
+        """Takes one datagram of the dump. ``OSError`` for the kernel's error reply (e.g. EINVAL for
+        bytecode it does not know) or a malformed one."""
+        base = len(self._replies)
+        self._replies += datagram
+        data = memoryview(self._replies)[base:]
+        try:
+            start = self._add_uniform(data, base)
+            self._add_each(data, base, start)
+        finally:
+            data.release()  # the bytearray cannot grow while a view of it is held
+
+    def _add_uniform(self, data: memoryview, base: int) -> int:
+        """The common case at C speed: a datagram of replies all of one length (the kernel sends the same
+        attributes for every socket of a dump) is read as columns, one slice per field, not one unpack per
+        reply. Every reply's length and type are checked, so a datagram of mixed lengths is left to
+        ``_add_each`` whole. Returns where the replies it took end."""
+        if len(data) < _REPLY_SIZE:
+            return 0
+        length, kind = _REPLY_HEAD.unpack_from(data)
+        stride = _aligned(length)
+        count = len(data) // stride
+        if kind != SOCK_DIAG_BY_FAMILY or length < _REPLY_SIZE or count == 0:
+            return 0
+        end = count * stride
+        with data[:end].cast("I") as words, data[:end].cast("H") as halves:
+            # Every reply's first word is its length and its third half-word its type.
+            if words[:: stride // 4].tolist().count(length) != count:
+                return 0
+            if halves[2 :: stride // 2].tolist().count(SOCK_DIAG_BY_FAMILY) != count:
+                return 0
+            inodes = words[_INODE_AT // 4 :: stride // 4].tolist()
+        self._offsets.update(zip(inodes, range(base, base + end, stride), strict=True))
+        return end
+
+    def _add_each(self, data: memoryview, base: int, offset: int) -> None:
+        """Reply by reply, from ``offset``: the dump's end, an error, or replies of differing lengths."""
+        end = len(data)
+        while offset + _NLMSG_HEADER.size <= end:
             length, kind = _REPLY_HEAD.unpack_from(data, offset)
+            if length < _NLMSG_HEADER.size or offset + length > end:
+                raise OSError(errno.EPROTO, "sock_diag: a malformed reply")
             if kind == SOCK_DIAG_BY_FAMILY:
-                raise OSError(errno.EPROTO, "sock_diag: a reply cut short")
-        if kind == SOCK_DIAG_BY_FAMILY:
-            into[inode] = (family, port, address)
-        elif kind == NLMSG_DONE:
-            raise DumpDone
-        elif kind == NLMSG_ERROR:
-            (code,) = struct.unpack_from("=i", data, offset + _NLMSG_HEADER.size)
-            if code != 0:
-                raise OSError(-code, f"sock_diag: {os.strerror(-code)}")
-        if length < _NLMSG_HEADER.size:
-            raise OSError(errno.EPROTO, "sock_diag: a malformed reply")
-        offset += (length + _NLMSG_ALIGN - 1) & ~(_NLMSG_ALIGN - 1)
+                if length < _REPLY_SIZE:
+                    raise OSError(errno.EPROTO, "sock_diag: a reply cut short")
+                (inode,) = _INODE.unpack_from(data, offset)
+                self._offsets[inode] = base + offset
+            elif kind == NLMSG_DONE:
+                self.done = True
+                return
+            elif kind == NLMSG_ERROR:
+                (code,) = struct.unpack_from("=i", data, offset + _NLMSG_HEADER.size)
+                if code != 0:
+                    raise OSError(-code, f"sock_diag: {os.strerror(-code)}")
+            offset += _aligned(length)
 
 
-def established_on_port(port: int) -> dict[int, RawPeer]:
-    """Every ESTABLISHED TCP socket (IPv4 and IPv6) whose local port is ``port``, by inode, from the kernel."""
-    sockets: dict[int, RawPeer] = {}
+def established_on_port(port: int) -> LiveSockets:
+    """Every ESTABLISHED TCP socket (IPv4 and IPv6) whose local port is ``port``, from the kernel."""
+    live = LiveSockets()
     buffer = bytearray(_RECEIVE_BUFFER)
     view = memoryview(buffer)
     with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_SOCK_DIAG) as channel:
         for sequence, family in enumerate((socket.AF_INET, socket.AF_INET6), start=1):
             channel.sendall(dump_request(family, port, sequence))
-            while True:
+            live.done = False
+            while not live.done:
                 received = channel.recv_into(buffer)
                 if received >= len(buffer):
                     raise OSError(errno.EMSGSIZE, "sock_diag: a datagram filled the receive buffer")
                 if received == 0:
                     raise OSError(errno.EPROTO, "sock_diag: the dump ended without NLMSG_DONE")
-                try:
-                    parse_dump(view[:received], sockets)
-                except DumpDone:
-                    break
-    return sockets
+                live.add(view[:received])
+    return live
 
 
 def psutil_worker_peers(pid: int, listen_port: int) -> frozenset[Address]:
@@ -225,7 +267,7 @@ class SocketSnapshots:
                 return self._owned(pid, live)
         return psutil_worker_peers(pid, listen_port)
 
-    def _owned(self, pid: int, live: dict[int, RawPeer]) -> frozenset[Address]:
+    def _owned(self, pid: int, live: LiveSockets) -> frozenset[Address]:
         """Which of the ``live`` connections ``pid`` holds, its fd map brought up to date on the way."""
         start_time = _start_time(pid)
         if start_time is None:
@@ -251,9 +293,9 @@ class SocketSnapshots:
                         inode = _socket_inode(os.readlink(name, dir_fd=fd_dir))
                     except OSError:  # closed meanwhile
                         continue
-                    entry = (inode, peer_address(live[inode]) if inode in live else None)
+                    entry = (inode, live.peer(inode) if inode in live else None)
                 elif entry[1] is None:  # a socket that was not yet a live connection on the port
-                    entry = (entry[0], peer_address(live[entry[0]]))
+                    entry = (entry[0], live.peer(entry[0]))
                 fds[name] = entry
         except OSError:  # the listing itself failed: the process is exiting
             start_time = None

@@ -23,10 +23,9 @@ import pytest
 
 from chaos.deployment import sockets
 from chaos.deployment.sockets import (
+    LiveSockets,
     SocketSnapshots,
     dump_request,
-    parse_dump,
-    peer_address,
     psutil_worker_peers,
     source_port_bytecode,
     worker_peers,
@@ -369,28 +368,42 @@ def _reply(family: int, ip: str, port: int, inode: int, attributes: int = 36) ->
     return struct.pack("=IHHII", 16 + len(body), 20, 2, 1, 0) + body
 
 
-def test_a_reply_is_read_to_inodes_and_peers_in_psutils_text():
-    done = struct.pack("=IHHIIi", 20, 3, 2, 1, 0, 0)
-    datagram = (
-        _reply(socket.AF_INET, "127.0.0.1", 40000, 11)
-        + _reply(socket.AF_INET6, "::1", 40001, 12, attributes=44)
-        + _reply(socket.AF_INET6, "::ffff:127.0.0.1", 40002, 13)
-        + _reply(socket.AF_INET6, "fe80::1:2", 40003, 14)
-    )
-    found: dict[int, sockets.RawPeer] = {}
-    parse_dump(datagram, found)
-    assert {inode: peer_address(peer) for inode, peer in found.items()} == {
-        11: ("127.0.0.1", 40000),
-        12: ("::1", 40001),
-        13: ("::ffff:127.0.0.1", 40002),
-        14: ("fe80::1:2", 40003),
-    }
-    with pytest.raises(sockets.DumpDone):
-        parse_dump(_reply(socket.AF_INET, "127.0.0.2", 1, 15) + done, found)
-    assert peer_address(found[15]) == ("127.0.0.2", 1)
+_DONE = struct.pack("=IHHIIi", 20, 3, 2, 1, 0, 0)
+_SOCKETS = [
+    (socket.AF_INET, "127.0.0.1", 40000, 11),
+    (socket.AF_INET6, "::1", 40001, 12),
+    (socket.AF_INET6, "::ffff:127.0.0.1", 40002, 13),
+    (socket.AF_INET6, "fe80::1:2", 40003, 14),
+]
+_PEERS = {11: ("127.0.0.1", 40000), 12: ("::1", 40001), 13: ("::ffff:127.0.0.1", 40002), 14: ("fe80::1:2", 40003)}
+
+
+@pytest.mark.parametrize(
+    ("attributes", "by_columns"),
+    [((36, 36, 36, 36), True), ((36, 44, 36, 36), False), ((36, 36, 36, 40), False)],
+    ids=["one-length", "a-longer-one", "the-last-longer"],
+)
+def test_replies_are_read_to_inodes_and_peers_in_psutils_text(attributes, by_columns):
+    """The kernel gives every socket of a dump the same attributes: such a datagram is read as columns, any
+    other reply by reply, to the same answer."""
+    datagram = b"".join(_reply(*sock, attributes=size) for sock, size in zip(_SOCKETS, attributes, strict=True))
+    assert (LiveSockets()._add_uniform(memoryview(datagram), 0) == len(datagram)) is by_columns
+    live = LiveSockets()
+    live.add(datagram)
+    assert not live.done and len(live) == 4
+    assert {inode: live.peer(inode) for inode in _PEERS} == _PEERS
+    live.add(_reply(socket.AF_INET, "127.0.0.2", 1, 15) + _DONE)  # the dump's last datagram
+    assert live.done and live.peer(15) == ("127.0.0.2", 1) and 16 not in live
 
 
 def test_the_kernels_error_reply_is_an_oserror_with_its_errno():
     error = struct.pack("=IHHIIi", 36, 2, 0, 1, 0, -errno.EPERM) + bytes(16)
     with pytest.raises(PermissionError):
-        parse_dump(error, {})
+        LiveSockets().add(error)
+
+
+def test_a_reply_cut_short_is_an_oserror():
+    whole = _reply(*_SOCKETS[0]) + _reply(*_SOCKETS[1])
+    with pytest.raises(OSError) as cut:
+        LiveSockets().add(whole[:-20])
+    assert cut.value.errno == errno.EPROTO
