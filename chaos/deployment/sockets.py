@@ -235,11 +235,12 @@ class _FdMap:
 class SocketSnapshots:
     """Exposure snapshots with each process's fd -> inode map kept between them.
 
-    A cached descriptor is trusted while its inode is still a live connection on the port: an inode
-    number is not reused while its socket exists, so the fd still names that socket, or it was closed
-    and the socket lives on under another fd of the same process; either way the connection is this
-    process's. (A socket also shared with another process through fork or SCM_RIGHTS could be closed
-    here and kept there; a uvicorn worker shares none of its accepted connections.)
+    A cached descriptor is trusted while its inode is still a live connection on the port and no other
+    fd of the process holds that inode: a socket's inode number is not reused while it lives, and a
+    connection closes with the last fd that holds it, so that fd still names it. (Two fds holding one
+    inode are read again: a dup, or a number closed and reused while the connection lived on under the
+    copy. A connection also held by another process, through fork or SCM_RIGHTS, could outlive this
+    process's fd unseen; a uvicorn worker shares none of its accepted connections.)
     """
 
     def __init__(self, max_processes: int = 64) -> None:
@@ -283,20 +284,31 @@ class SocketSnapshots:
             cached = self._maps.get(pid)
         old = cached.fds if cached is not None and cached.start_time == start_time else {}
         fds: dict[str, _FdEntry] = {}
+        first_fd: dict[int, str] = {}  # live inode -> the first fd found holding it
+        doubtful: set[str] = set()
         readlinks = 0
         try:
             for name in os.listdir(fd_dir):
                 entry = old.get(name)
                 if entry is None or entry[0] not in live:
                     readlinks += 1
-                    try:
-                        inode = _socket_inode(os.readlink(name, dir_fd=fd_dir))
-                    except OSError:  # closed meanwhile
+                    entry = self._read(fd_dir, name, live)
+                    if entry is None:  # closed meanwhile
                         continue
-                    entry = (inode, live.peer(inode) if inode in live else None)
                 elif entry[1] is None:  # a socket that was not yet a live connection on the port
                     entry = (entry[0], live.peer(entry[0]))
                 fds[name] = entry
+                if entry[1] is not None and first_fd.setdefault(entry[0], name) != name:
+                    doubtful.update((name, first_fd[entry[0]]))
+            # One connection under two fds: a dup, or a cached fd that was closed and reused while the
+            # connection lived on under the other (its new socket would go unseen). Read both again.
+            for name in doubtful:
+                readlinks += 1
+                entry = self._read(fd_dir, name, live)
+                if entry is None:
+                    fds.pop(name, None)
+                else:
+                    fds[name] = entry
         except OSError:  # the listing itself failed: the process is exiting
             start_time = None
         finally:
@@ -311,6 +323,15 @@ class SocketSnapshots:
             self._maps[pid] = _FdMap(start_time, fds)
             self._prune(keep=pid)
         return frozenset(address for _, address in fds.values() if address is not None)
+
+    @staticmethod
+    def _read(fd_dir: int, name: str, live: LiveSockets) -> _FdEntry | None:
+        """What fd ``name`` holds now: its socket inode, and its peer if a live connection; None if closed."""
+        try:
+            inode = _socket_inode(os.readlink(name, dir_fd=fd_dir))
+        except OSError:
+            return None
+        return inode, live.peer(inode) if inode in live else None
 
     def cached_pids(self) -> list[int]:
         with self._lock:

@@ -79,6 +79,10 @@ _SERVER = textwrap.dedent(
             for fd in argument:
                 held.pop(fd).close()
             answer = argument
+        elif command == "dup":
+            copy = held[argument].dup()
+            held[copy.fileno()] = copy
+            answer = copy.fileno()
         print(json.dumps(answer), flush=True)
     """
 )
@@ -126,6 +130,10 @@ class Server:
 
     def close(self, fds: list[int]) -> None:
         self.ask("close", fds)
+
+    def dup(self, fd: int) -> int:
+        copy: int = self.ask("dup", fd)
+        return copy
 
     def kill_server(self) -> None:
         """SIGKILL to the server alone (under a non-reaping parent, it stays a zombie)."""
@@ -242,6 +250,23 @@ def test_the_fd_map_follows_closes_and_fd_numbers_reused():
         assert new <= snapshot and len(snapshot) == 7
         # Read again: the reused numbers (their cached inodes are gone) and what is not a live connection.
         assert snapshots.last_readlinks == fd_count(child.pid) - 7 + len(reused)
+
+
+def test_a_connection_under_two_fds_does_not_hide_a_new_one_on_a_reused_number():
+    """The connection is dup'ed, its first fd closed and the number reused: the cached inode is still live (under
+    the copy), yet the number now holds another connection."""
+    snapshots = SocketSnapshots()
+    with server() as child, clients() as opened:
+        port = child.listen(("127.0.0.1", 0))
+        first = connect(opened, "127.0.0.1", port, 1)
+        (fd,) = child.accept(0, 1)
+        assert snapshots.worker_peers(child.pid, port) == psutil_worker_peers(child.pid, port) == first
+        child.dup(fd)
+        assert snapshots.worker_peers(child.pid, port) == psutil_worker_peers(child.pid, port) == first
+        child.close([fd])
+        second = connect(opened, "127.0.0.1", port, 1)
+        assert child.accept(0, 1) == [fd]
+        assert snapshots.worker_peers(child.pid, port) == psutil_worker_peers(child.pid, port) == first | second
 
 
 def test_a_process_that_exited_has_no_peers_and_leaves_the_cache():
