@@ -175,7 +175,7 @@ def established_on_port(port: int) -> LiveSockets:
     live = LiveSockets()
     buffer = bytearray(_RECEIVE_BUFFER)
     view = memoryview(buffer)
-    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_SOCK_DIAG) as channel:
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_SOCK_DIAG) as channel:
         for sequence, family in enumerate((socket.AF_INET, socket.AF_INET6), start=1):
             channel.sendall(dump_request(family, port, sequence))
             live.done = False
@@ -276,7 +276,7 @@ class SocketSnapshots:
             return frozenset()
         try:
             # Read relative to the open directory: each readlink then skips the lookup of /proc/PID/fd.
-            fd_dir = os.open(f"/proc/{pid}/fd", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            fd_dir = os.open(f"/proc/{pid}/fd", os.O_RDONLY | os.O_DIRECTORY)
         except OSError:  # gone since, or not ours to look at (psutil: NoSuchProcess, AccessDenied)
             self._forget(pid)
             return frozenset()
