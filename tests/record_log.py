@@ -25,7 +25,7 @@ from pathlib import Path
 
 from chaos.deployment.environments import ReleaseSpec, build_environment
 from chaos.deployment.launcher import Deployment, DeploymentConfig
-from chaos.deployment.processes import worker_peers
+from chaos.deployment.sockets import worker_peers
 from chaos.load.client import LoadProfile, handshake_url, hold_handshake
 from chaos.load.ledger import HandshakeLedger
 from chaos.results import SCENARIOS, SERVER_FAMILIES, ServerFamily

@@ -20,7 +20,6 @@ import psutil
 
 from chaos.deployment.families import MASTER_PROGRAMS
 from chaos.errors import UsageError
-from chaos.results import Address
 
 _PR_SET_PDEATHSIG = 1
 # gunicorn creates each worker's heartbeat file under this prefix and unlinks it at once;
@@ -172,16 +171,3 @@ def heartbeat_ticked(pid: int) -> bool | None:
         # stop agreeing.
         return abs(stat.st_ctime - stat.st_mtime) > _HEARTBEAT_TICK_SECONDS
     return None
-
-
-def worker_peers(pid: int, listen_port: int) -> frozenset[Address]:
-    """Client addresses of the connections a worker holds on ``listen_port``."""
-    try:
-        connections = psutil.Process(pid).net_connections(kind="tcp")
-    except psutil.Error:
-        return frozenset()
-    return frozenset(
-        (conn.raddr.ip, conn.raddr.port)
-        for conn in connections
-        if conn.status == psutil.CONN_ESTABLISHED and conn.laddr and conn.laddr.port == listen_port and conn.raddr
-    )

@@ -2,7 +2,7 @@
 
 The client side knows which of its connections are mid-handshake (request sent, no
 response yet) by their local address; the kernel knows which worker owns the server
-end of each connection (``chaos.deployment.processes.worker_peers``). Their intersection is
+end of each connection (``chaos.deployment.sockets.worker_peers``). Their intersection is
 a worker's exposure at a signal: exact for any app, not just the probe, as long as the
 clients and the deployment share this host. The ledger also attributes each handshake
 to the signal whose shutdown caught it, for client-side detection.

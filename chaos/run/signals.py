@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import get_args
 
-from chaos.deployment.processes import worker_peers
+from chaos.deployment.sockets import worker_peers
 from chaos.detect.server import EXIT_SEVERITY, ServerDetector
 from chaos.results import MIXED, Address, ExitKind, ExposureSource, Reach, SignalRecord
 from chaos.run.controller import ControllerState

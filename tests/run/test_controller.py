@@ -8,7 +8,8 @@ import time
 import psutil
 import pytest
 
-from chaos.deployment.processes import ServerMaster, worker_peers
+from chaos.deployment.processes import ServerMaster
+from chaos.deployment.sockets import worker_peers
 from chaos.errors import UsageError
 from chaos.load.client import hold_handshake
 from chaos.load.ledger import HandshakeLedger
