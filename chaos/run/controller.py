@@ -93,6 +93,10 @@ class ControllerConfig:
         return ModeSpec(self.signal_name, "worker") if self.mode == "worker-term" else spec
 
 
+# How long before a signal its recipients' sockets are read once ahead (``RollingSignalController.warm``).
+WARM_AHEAD_SECONDS = 1.0
+
+
 @dataclass
 class ControllerState:
     records: list[SignalRecord] = field(default_factory=list)
@@ -113,11 +117,14 @@ class RollingSignalController:
         on_replaced: Callable[[SignalRecord], None] | None = None,
         state: ControllerState | None = None,
         deployment: Redeployable | None = None,
+        warm: Callable[[int], None] | None = None,
     ) -> None:
         """``snapshot(pid)`` lists the client addresses a worker holds, taken just before
         the signal; ``on_signal(record, peers_by_worker)`` is told of each signal right after
         it and may return its exposure (how many of those peers were mid-handshake).
-        ``deployment`` starts masters for the modes that replace the master itself."""
+        ``deployment`` starts masters for the modes that replace the master itself. ``warm(pid)`` is called
+        for the next recipients a moment before their signal (``WARM_AHEAD_SECONDS``): the snapshot then
+        reads only what changed since."""
         if config.spec.redeploy and deployment is None:
             raise UsageError(f"--mode {config.mode} restarts the deployment: only the embedded one can be")
         self.master = master
@@ -126,6 +133,7 @@ class RollingSignalController:
         self.snapshot = snapshot or (lambda pid: frozenset())
         self.on_signal = on_signal
         self.on_replaced = on_replaced
+        self.warm = warm
         # A state passed in carries on across restarts: signal ids stay unique within a run.
         self.state = state if state is not None else ControllerState()
         self._random = random.Random(config.seed)
@@ -143,11 +151,29 @@ class RollingSignalController:
         while not stop.is_set() and self._serving():
             if self.config.max_signals is not None and len(self.state.records) - already >= self.config.max_signals:
                 break
+            if self.warm is not None:
+                if stop.wait(max(0.0, next_at - WARM_AHEAD_SECONDS - time.monotonic())):
+                    break
+                self._warm_next()
             if stop.wait(max(0.0, next_at - time.monotonic())):
                 break
             next_at = time.monotonic() + self._interval()
             self.step(stop)
         return self.state
+
+    def _warm_next(self) -> None:
+        """The workers the next signal will reach, their sockets read now (a cold read of thousands of
+        descriptors would otherwise fall in the moment the deployment moves on)."""
+        assert self.warm is not None
+        spec = self.config.spec
+        if spec.redeploy:
+            masters = self.deployment.masters() if self.deployment is not None else []
+            upcoming = masters[0].workers() if masters else []
+        else:
+            workers = self.master.workers()
+            upcoming = workers if spec.reaches_all else workers[:1]
+        for worker in upcoming:
+            self.warm(worker.pid)
 
     def _interval(self) -> float:
         return self.config.interval + self._random.uniform(0, self.config.jitter)

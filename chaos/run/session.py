@@ -257,6 +257,7 @@ class ChaosSession:
             on_replaced=self.signals.on_replaced,
             state=self.signals.state,
             deployment=self.attached.deployment if self.attached is not None else None,
+            warm=self.signals.warm,
         )
         self._stop_controller.clear()
         self._controller_thread = self._spawn(lambda: _run(controller, self._stop_controller), "handshake-chaos-ctl")

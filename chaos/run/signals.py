@@ -82,6 +82,11 @@ class SignalBook:
         self._probe_states[pid] = read_probe_states(self.states_dir, pid) if self.states_dir else {}
         return worker_peers(pid, self.listen_port) if self.listen_port else frozenset()
 
+    def warm(self, pid: int) -> None:
+        """Reads a worker's sockets ahead of its snapshot, so that one reads only what changed since."""
+        if self.listen_port:
+            worker_peers(pid, self.listen_port)
+
     def on_signal(
         self,
         record: SignalRecord,

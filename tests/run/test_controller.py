@@ -140,3 +140,26 @@ def test_signal_ids_stay_unique_across_controller_restarts(start_deployment):
         config = ControllerConfig(interval=0.01, jitter=0, dry_run=True, max_signals=max_signals)
         RollingSignalController(target.master, config, state=state).run(threading.Event())
     assert [record.id for record in state.records] == [1, 2, 3, 4]
+
+
+def test_the_next_recipient_is_read_ahead_of_its_signal(start_deployment):
+    """``warm``: each signalled worker's sockets are read a moment before its snapshot (so that reads only
+    what changed: a cold read of thousands of descriptors would fall in the moment the deployment moves on)."""
+    target = start_deployment(workers=2)
+    events: list[tuple[str, int]] = []
+
+    def snapshot(pid: int) -> frozenset[tuple[str, int]]:
+        events.append(("snapshot", pid))
+        return frozenset()
+
+    controller = RollingSignalController(
+        target.master,
+        ControllerConfig(interval=0.1, jitter=0.0, min_alive=1, max_signals=2),
+        snapshot=snapshot,
+        warm=lambda pid: events.append(("warm", pid)),
+    )
+    state = controller.run(threading.Event())
+    assert len(state.records) == 2
+    for record in state.records:
+        at = events.index(("snapshot", record.worker_pid))
+        assert ("warm", record.worker_pid) in events[:at], events
