@@ -25,7 +25,7 @@ from typing import Any
 
 from chaos.detect.server import DetectedError
 from chaos.errors import DeploymentError
-from chaos.results import MODES, SERVER_FAMILIES, WS_CHOICES, Address
+from chaos.results import MODES, SERVER_FAMILIES, WS_CHOICES, Address, SignalRecord
 from chaos.run.feed import (
     FEED_PATH,
     FeedFormatError,
@@ -63,7 +63,7 @@ class FeedReader:
             request.add_header("Authorization", f"Bearer {self._token}")
         sent = time.time()
         try:
-            with urllib.request.urlopen(request, timeout=self._timeout) as response:  # noqa: S310 (http(s) checked)
+            with urllib.request.urlopen(request, timeout=self._timeout) as response:  # http(s) only: controller_url
                 body = response.read(_MAX_PAGE_BYTES + 1)
         except urllib.error.HTTPError as exc:
             if exc.code == 401:
@@ -109,7 +109,7 @@ class FeedUnreadable(Exception):
 class _Folded:
     """What one feed's events became here: its signal ids mapped to this run's records."""
 
-    records: dict[int, Any] = field(default_factory=dict)
+    records: dict[int, SignalRecord] = field(default_factory=dict)
 
 
 class RemoteControllers:
