@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from chaos.report.page import soak_page
 from chaos.results import RunSummary
@@ -72,7 +73,8 @@ def extended_stats(summary: RunSummary) -> list[dict[str, Any]]:
             "id": record.id,
             "at": round(record.time - started, 1),
             "mode": summary.mode,
-            "target": f"{record.signal} to {record.role} {record.worker_pid}",
+            "target": f"{record.signal} to {record.role} {record.worker_pid}"
+            + (f" via {urlsplit(record.controller).netloc}" if record.controller else ""),
             "pending": record.pending,
             "scenarios": ", ".join(f"{name} {n}" for name, n in sorted(record.pending_by_scenario.items()) if n),
             "recovery": "" if record.replacement_seconds is None else round(record.replacement_seconds, 2),
