@@ -174,16 +174,14 @@ def check_catalogue(cells: Mapping[str, Measured], published: Iterable[str]) -> 
             if before is None or version not in releases:
                 continue
             scenarios = entry.scenarios or (MIX,)
-            # Where the path is claimed open, the cell must name it; where it is claimed closed, its text
-            # under the name of no path (what the run says when no open path explains it) counts too.
-            named, text = {entry.signature}, {entry.signature, *_unnamed(entry)}
-            if entry.client_symptom:
-                # The failure as a client sees it, where the log's words depend on a library release.
-                named, text = named | {entry.client_symptom}, text | {entry.client_symptom}
-            open_side, closed_side = (before, version) if claim == "fixed" else (version, before)
+            # A cell shows the failure when it names this path, or shows its text under the name of no path in
+            # a state where no other path of that text is open (the text there can only be this one).
+            named = {entry.signature} | ({entry.client_symptom} if entry.client_symptom else set())
             shown = {
-                open_side: _shows(cells, open_side, ws, scenarios, named),
-                closed_side: _shows(cells, closed_side, ws, scenarios, text),
+                release: _shows(
+                    cells, release, ws, {name: named | _alone(entry, name, ws, release) for name in scenarios}
+                )
+                for release in (before, version)
             }
             shown_before, shown_after = shown[before], shown[version]
             expected = (True, False) if claim == "fixed" else (False, True)
@@ -212,11 +210,24 @@ def _unnamed(entry: catalog.KnownFailure) -> list[str]:
     ]
 
 
-def _shows(
-    cells: Mapping[str, Measured], release: str, ws: str, scenarios: tuple[str, ...], signatures: set[str]
-) -> bool | None:
-    """Whether any of the release's cells in ``scenarios`` found one of ``signatures`` (None: none measured)."""
-    measured = [cells[key] for name in scenarios if (key := cell_key(release, ws, DEFAULT_MODE, name)) in cells]
+def _alone(entry: catalog.KnownFailure, scenario: str, ws: str, release: str) -> set[str]:
+    """The text's unnamed signature, when no other path of ``entry``'s text that reaches ``scenario`` is open
+    in ``release``: the text there can only be this path (a soak whose catalogue then thought otherwise
+    named it so). In a mix the state is not known: nothing more."""
+    others = [
+        other
+        for other in catalog.ERROR_ENTRIES
+        if other.pattern.pattern == entry.pattern.pattern and other is not entry and other.scenarios
+    ]
+    if scenario == MIX or any(scenario in other.scenarios and other.open_in(ws, release) for other in others):
+        return set()
+    return set(_unnamed(entry))
+
+
+def _shows(cells: Mapping[str, Measured], release: str, ws: str, wanted: Mapping[str, set[str]]) -> bool | None:
+    """Whether any of the release's cells, in a scenario of ``wanted``, found one of the signatures wanted
+    there (None: none measured)."""
+    measured = [(name, cells[key]) for name in wanted if (key := cell_key(release, ws, DEFAULT_MODE, name)) in cells]
     if not measured:
         return None
-    return any(signatures & cell.signatures for cell in measured)
+    return any(wanted[name] & cell.signatures for name, cell in measured)

@@ -85,7 +85,7 @@ _CLOSE_TEXT = (
         # Several states at once: a published release whose code has exactly one of the paths open.
         (None, "0.19.0", True, "uvicorn_596_wsproto_close_during_handshake"),
         (None, "0.54.0", True, "uvicorn_wsproto_close_during_denial_response"),
-        # A rejection still closing: in 0.19.0 every state took #596's path; 0.23.2..0.52.0 its own; fixed 0.52.1.
+        # A rejection still closing: in 0.19.0 every state took #596's path; 0.20.0..0.52.0 its own; fixed 0.52.1.
         ("deny-close", "0.19.0", True, "uvicorn_596_wsproto_close_during_handshake"),
         ("deny-close", "0.30.6", True, "uvicorn_wsproto_close_after_rejection"),
         ("deny-close", "0.54.0", True, "wsproto_close_during_handshake"),
@@ -93,8 +93,7 @@ _CLOSE_TEXT = (
         # A state no path starts in (the error came from another connection of the worker's): the release says.
         ("slow-request", "0.19.0", True, "uvicorn_596_wsproto_close_during_handshake"),
         ("accept-send", "0.55.0", True, "wsproto_close_during_handshake"),
-        (None, "0.23.2", True, "uvicorn_wsproto_close_after_rejection"),  # the only path 0.23.2 has open
-        (None, "0.22.0", True, "wsproto_close_during_handshake"),  # none open: 0.20.0..0.23.1 have none
+        (None, "0.22.0", True, "uvicorn_wsproto_close_after_rejection"),  # the only path 0.22.0 has open
         # No path open in that release, or a source tree whose code is not the release's: no claim.
         (None, "0.55.0", True, "wsproto_close_during_handshake"),
         (None, "0.54.0", False, "wsproto_close_during_handshake"),

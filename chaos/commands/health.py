@@ -119,6 +119,10 @@ class HealthCell(JsonRecord):
     environment: str | None  # the release environment's directory name (its full specification's hash)
     settings: str  # a fingerprint of the soak settings
     measured_at: str  # UTC, when it ran
+    # Every signature any soak of this cell found in this environment, with its counts added up: that a
+    # failure happened is proof once seen, that it did not is only as good as the soaks that looked.
+    evidence: dict[str, int] = field(default_factory=dict)
+    soaks: int = 1  # how many soaks the evidence comes from
 
 
 @dataclass
@@ -284,7 +288,7 @@ class _Sitting:
         if self.stop.signum is not None:
             return  # a cell cut short is no measurement
         cell = MatrixCell.of(planned.release, summary, soak.report_dir, planned.scenario)
-        table.cells[key] = _kept(key, cell, environment, fingerprint)
+        table.cells[key] = with_evidence(_kept(key, cell, environment, fingerprint), known)
         self.measured += 1
         print(f"{step}: {cell.verdict} ({_signatures_text(cell) or 'no errors'}, {cell.wall_seconds:.0f}s)", flush=True)
         self.save()
@@ -294,7 +298,9 @@ def measured_cells(table: HealthTable) -> dict[str, Measured]:
     """The table's cells as the history check reads them (a cell that could not be built is left out)."""
     return {
         key: Measured(
-            held.cell.verdict or held.cell.status, frozenset(_signatures(held.cell)), held.cell.status == "ran"
+            held.cell.verdict or held.cell.status,
+            frozenset(held.evidence or _signatures(held.cell)),
+            held.cell.status == "ran",
         )
         for key, held in table.cells.items()
         if held.cell.status in ("ran", "skipped")
@@ -339,6 +345,17 @@ def boundary_plan(boundaries: list[Boundary], grid: list[PlannedCell]) -> list[P
     return list(planned.values())
 
 
+def with_evidence(fresh: HealthCell, earlier: HealthCell | None) -> HealthCell:
+    """``fresh`` with what earlier soaks of the same cell in the same environment found added to its evidence."""
+    found = _signatures(fresh.cell) if fresh.cell.status == "ran" else {}
+    if earlier is None or earlier.environment != fresh.environment or earlier.cell.status != "ran":
+        return dataclasses.replace(fresh, evidence=found, soaks=1)
+    evidence = dict(earlier.evidence or _signatures(earlier.cell))
+    for name, count in found.items():
+        evidence[name] = evidence.get(name, 0) + count
+    return dataclasses.replace(fresh, evidence=dict(sorted(evidence.items())), soaks=earlier.soaks + 1)
+
+
 def _kept(key: str, cell: MatrixCell, environment: str | None, fingerprint: str) -> HealthCell:
     return HealthCell(
         key, cell, __version__, environment, fingerprint, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -369,9 +386,13 @@ def _cell_text(cell: HealthCell | None) -> str:
     found = cell.cell
     if found.status != "ran":
         return f"{found.status}: {found.reason}".replace("|", "\\|")
-    names = ", ".join(f"[`{name}`]({CATALOGUE_LINK}) {count}" for name, count in _signatures(found).items())
+    seen = cell.evidence or _signatures(found)
+    names = ", ".join(
+        f"[`{name}`]({CATALOGUE_LINK}) {count}" for name, count in sorted(seen.items(), key=lambda item: -item[1])
+    )
+    soaks = f" ({cell.soaks} soaks)" if cell.soaks > 1 else ""
     wall = f", {found.wall_seconds:.0f} s" if found.wall_seconds is not None else ""
-    return f"**{found.verdict}**" + (f": {names}" if names else "") + wall
+    return f"**{found.verdict}**" + (f": {names}" if names else "") + wall + soaks
 
 
 def markdown(table: HealthTable, plan: list[PlannedCell]) -> str:
@@ -415,6 +436,9 @@ def _boundary_section(table: HealthTable) -> list[str]:
     ]
     if not boundaries:
         return []
+    beyond = [held for held in table.cells.values() if not held.key.endswith(f":{DEFAULT_MODE}:{MIX}")]
+    ran = [held for held in beyond if held.cell.status == "ran"]
+    soaks = sum(held.soaks for held in ran)
     lines = [
         "",
         "## Either side of every boundary",
@@ -423,7 +447,11 @@ def _boundary_section(table: HealthTable) -> list[str]:
         "catalogued signatures differ: the releases on both sides, each scenario that names a path measured",
         "singly, and (for a measured change) every other mode with the scenarios mixed. A cell that pins a",
         f"catalogue claim runs its whole time (at most {CATALOGUE_CELL_SECONDS:g} s, no early verdict): a verdict",
-        "settled on another failure first would hide the one the claim is about.",
+        "settled on another failure first would hide the one the claim is about. Evidence adds up: a",
+        "signature found by any soak of a cell (same environment) counts, the number being all of them.",
+        "",
+        f"Boundary cells: {len(ran)} measured ({soaks} soaks), {len(beyond) - len(ran)} skipped (the state or",
+        "mode does not exist there).",
     ]
     for boundary in boundaries:
         lines += ["", f"### {boundary.before} → {boundary.after} ({boundary.ws}): {boundary.why}", ""]
