@@ -146,6 +146,28 @@ def stop_processes(processes: Sequence[subprocess.Popen[Any]], timeout: float) -
                     stream.close()
 
 
+def plain_socket(family: int = socket.AF_INET, kind: int = socket.SOCK_STREAM) -> Socket:
+    """A socket of the interpreter's own class, gevent or not: one made by gevent's would belong to the hub of
+    the thread that made it (``inside``'s), and could not be used from any other."""
+    if "gevent.monkey" in sys.modules:
+        from gevent import monkey
+
+        original: Callable[[int, int], Socket] = monkey.get_original("socket", "socket")
+        return original(family, kind)
+    return socket.socket(family, kind)
+
+
+def _real_thread_primitives() -> tuple[Callable[..., Any], Callable[[], Any]]:
+    """``_thread.start_new_thread`` and ``allocate_lock`` as the interpreter made them, gevent or not."""
+    if "gevent.monkey" in sys.modules:
+        from gevent import monkey
+
+        return monkey.get_original("_thread", "start_new_thread"), monkey.get_original("_thread", "allocate_lock")
+    import _thread
+
+    return _thread.start_new_thread, _thread.allocate_lock
+
+
 class Host:
     """One network namespace standing for another machine: ``address`` is its IPv4 on the veth."""
 
@@ -234,16 +256,31 @@ class Host:
             except BaseException as exc:  # raised again in the caller's thread
                 error.append(exc)
 
-        thread = threading.Thread(target=enter_and_work, name=f"netns-{self.name}")
-        thread.start()
-        thread.join()
+        # A real OS thread even under gevent's monkey-patching (Locust's, once any test imported it): a
+        # patched Thread is a greenlet on the main thread, and setns there moves the whole test process
+        # into the namespace (cut off from everything else, the package index included).
+        start_thread, allocate_lock = _real_thread_primitives()
+        done = allocate_lock()
+        done.acquire()
+
+        def run() -> None:
+            try:
+                enter_and_work()
+            finally:
+                done.release()
+
+        own_namespace = os.stat("/proc/thread-self/ns/net").st_ino
+        start_thread(run, ())
+        done.acquire()
+        if os.stat("/proc/thread-self/ns/net").st_ino != own_namespace:
+            raise NetnsUnavailable(f"the calling thread left its network namespace while entering {self.name}")
         if error:
             raise error[0]
         return result[0]
 
     def socket(self, family: int = socket.AF_INET, type: int = socket.SOCK_STREAM) -> Socket:  # noqa: A002
         """A socket in this namespace; closed at teardown if still open."""
-        sock = self.inside(lambda: socket.socket(family, type))
+        sock = self.inside(lambda: plain_socket(family, type))
         with self._lock:
             self._sockets.append(sock)
         return sock

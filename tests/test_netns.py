@@ -137,7 +137,7 @@ def test_the_forwarder_holds_thousands_of_connections_at_once(two_hosts):
     listener = a.listen()
     listener.setblocking(False)
     _, mapped = netns.start_forwarder(a, listener.getsockname()[:2])
-    sockets = b.inside(lambda: [socket.socket() for _ in range(count)])
+    sockets = b.inside(lambda: [netns.plain_socket() for _ in range(count)])
     peers: list[str] = []
 
     async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

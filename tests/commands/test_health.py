@@ -20,8 +20,8 @@ def test_the_table_is_resumable_a_measured_cell_is_kept(tmp_path, release_cache)
     args += ["--state", "health.json", "--output", "docs/health.md", "--report-dir", "reports", "--no-boundaries"]
     first = run_cli(args, tmp_path)
     assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
-    assert "[1/2] 0.19.0 wsproto worker-term: fail" in first.stdout
-    assert "[2/2] 0.19.0 websockets-sansio worker-term: skipped" in first.stdout
+    assert "[grid 1/2] 0.19.0 wsproto worker-term: fail" in first.stdout
+    assert "[grid 2/2] 0.19.0 websockets-sansio worker-term: skipped" in first.stdout
     table = HealthTable.read(tmp_path / "health.json")
     cell = table.cells["0.19.0:wsproto:worker-term:mix"]
     assert cell.cell.verdict == "fail" and f"server:{SIGNATURE_596}" in cell.cell.errors
@@ -41,7 +41,7 @@ def test_the_table_is_resumable_a_measured_cell_is_kept(tmp_path, release_cache)
     assert "0.19.0 wsproto worker-term: fail (kept) (--limit 0)" in third.stdout, third.stdout
     # Other soak settings are another measurement: the cell is run again.
     fourth = run_cli([*args, "--users", "20"], tmp_path)
-    assert "[1/2] 0.19.0 wsproto worker-term: soaking" in fourth.stdout, fourth.stdout
+    assert "[grid 1/2] 0.19.0 wsproto worker-term: soaking" in fourth.stdout, fourth.stdout
     assert HealthTable.read(tmp_path / "health.json").cells[cell.key].settings != cell.settings
 
 

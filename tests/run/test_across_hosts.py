@@ -7,8 +7,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -36,30 +34,37 @@ def _deploy(a: netns.Host, tmp_path: Path, python: str, ws: str) -> dict[str, An
     return deployment
 
 
-def _feed_answers(a: netns.Host, token: str | None) -> int:
-    def ask() -> int:
-        request = urllib.request.Request(f"http://{a.address}:{CONTROLLER_PORT}{FEED_PATH}")
-        if token:
-            request.add_header("Authorization", f"Bearer {token}")
-        try:
-            with urllib.request.urlopen(request, timeout=5) as response:
-                return int(response.status)
-        except urllib.error.HTTPError as exc:
-            return exc.code
-        except OSError:
-            return 0
+_ASK = """
+import sys, urllib.error, urllib.request
+request = urllib.request.Request(sys.argv[1])
+if sys.argv[2]:
+    request.add_header("Authorization", "Bearer " + sys.argv[2])
+try:
+    with urllib.request.urlopen(request, timeout=5) as response:
+        print(response.status)
+except urllib.error.HTTPError as exc:
+    print(exc.code)
+except OSError:
+    print(0)
+"""
 
-    return a.inside(ask)
+
+def _feed_answers(reader: netns.Host, a: netns.Host, token: str | None) -> int:
+    """The HTTP status the controller's feed on host A answers a reader on host ``reader`` with (0: none)."""
+    url = f"http://{a.address}:{CONTROLLER_PORT}{FEED_PATH}"
+    return int(reader.run([PYTHON, "-c", _ASK, url, token or ""], timeout=30).stdout.strip() or 0)
 
 
-def _controller(a: netns.Host, deployment: dict[str, Any], ws: str, tmp_path: Path) -> subprocess.Popen[Any]:
+def _controller(
+    a: netns.Host, b: netns.Host, deployment: dict[str, Any], ws: str, tmp_path: Path
+) -> subprocess.Popen[Any]:
     """``handshake-chaos controller`` on the deployment's host, its feed on that host's own address."""
     args = [PYTHON, "-m", "chaos", "controller", "--pid", str(deployment["master"])]
     args += ["--server-log", deployment["error_log"], "--ws", ws, "--interval", "1", "--jitter", "0.5"]
     args += ["--metrics-host", a.address, "--metrics-port", str(CONTROLLER_PORT), "--duration", "150s"]
     log = (tmp_path / "controller.log").open("w")
     process = a.popen(args, cwd=ROOT, env=_env(TOKEN), stdout=log, stderr=subprocess.STDOUT)
-    wait_until(lambda: _feed_answers(a, TOKEN) == 200, 60, "the controller's feed on the other host")
+    wait_until(lambda: _feed_answers(b, a, TOKEN) == 200, 60, "the controller's feed, from the other host")
     return process
 
 
@@ -84,8 +89,8 @@ def test_a_locust_fleet_on_another_host_measures_the_deployment_through_its_cont
     a, b = two_hosts
     python = build_environment(ReleaseSpec(release), release_cache).python
     deployment = _deploy(a, tmp_path, python, "wsproto")
-    _controller(a, deployment, "wsproto", tmp_path)
-    assert _feed_answers(a, None) == 401  # beyond loopback: the token or nothing
+    _controller(a, b, deployment, "wsproto", tmp_path)
+    assert _feed_answers(b, a, None) == 401  # beyond loopback: the token or nothing
     controller = f"http://{a.address}:{CONTROLLER_PORT}"
     master = b.popen(
         [*_locust_args(deployment["url"], controller, tmp_path, 20), "--master", "--expect-workers", "2"],
@@ -130,7 +135,7 @@ def test_behind_a_nat_the_workers_own_count_is_the_exposure(two_hosts, tmp_path)
     """A port forwarder on the deployment's host: the worker sees the forwarder's address, not the users'."""
     a, b = two_hosts
     deployment = _deploy(a, tmp_path, PYTHON, "wsproto")
-    _controller(a, deployment, "wsproto", tmp_path)
+    _controller(a, b, deployment, "wsproto", tmp_path)
     _, (mapped_host, mapped_port) = netns.start_forwarder(a, (a.address, deployment["port"]))
     controller = f"http://{a.address}:{CONTROLLER_PORT}"
     run = b.run(
