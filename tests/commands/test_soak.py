@@ -114,7 +114,9 @@ def test_soak_of_your_own_app_with_the_probe_mounted(tmp_path):
     summary = read_summary(report / "summary.json")
     assert done.returncode in (0, 1), summary["gate"]
     assert summary["release"] == "myservice-1.2"
-    assert summary["outcomes"].get("accepted", 0) > 0 and summary["signals"]["landed_with_pending"] >= 1
+    # The probe mounted beside the app completes handshakes: accepted, or accepted and then closed by a shutdown.
+    completed = summary["outcomes"].get("accepted", 0) + summary["outcomes"].get("closed_1012", 0)
+    assert completed > 0 and summary["signals"]["landed_with_pending"] >= 1, summary["outcomes"]
 
 
 @pytest.mark.parametrize(
