@@ -26,6 +26,7 @@ import itertools
 import json
 import os
 import select
+import shutil
 import signal
 import socket
 import subprocess
@@ -36,7 +37,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-IP = "/usr/sbin/ip"
+IP = shutil.which("ip") or "/usr/sbin/ip"  # iproute2 (scripts/test installs it where it is missing)
 FORWARDER = Path(__file__).resolve().parent / "forwarder.py"
 NETNS_RUN_DIR = Path("/run/netns")  # where ``ip netns add`` pins each namespace
 # The /16 the pairs take their /24 from; the addresses exist only inside the namespaces.
