@@ -208,7 +208,7 @@ def run_health(settings: HealthSettings, template: SoakConfig, stop: StopFlag) -
     sitting.measure(grid, "grid", matrix, _fingerprint(template))
     boundaries: list[Boundary] = []
     if settings.boundaries and stop.signum is None:
-        catalogued, measured = plan_boundaries(table, published, list(settings.ws))
+        catalogued = catalogue_boundaries_within(table, published, list(settings.ws))
         # A catalogue claim is checked in cells that run their whole time: a verdict settled early on another
         # failure would hide the one the check follows (0.23.2's deny-close raises two, one ten times as often).
         whole = whole_time(template)
@@ -312,18 +312,14 @@ def catalogue_checks(table: HealthTable) -> list[FixCheck]:
     return check_catalogue(measured_cells(table), table.published)
 
 
-def plan_boundaries(
-    table: HealthTable, published: list[str], ws_columns: list[str]
-) -> tuple[list[Boundary], list[Boundary]]:
-    """Either side of every release the catalogue names (within the table's releases), and of every
-    change the grid measured."""
+def catalogue_boundaries_within(table: HealthTable, published: list[str], ws_columns: list[str]) -> list[Boundary]:
+    """Either side of every release the catalogue names, within the table's releases."""
     oldest, newest = min(table.releases, key=Version), max(table.releases, key=Version)
-    catalogued = [
+    return [
         boundary
         for boundary in catalogue_boundaries(published, ws_columns)
         if Version(oldest) <= Version(boundary.after) <= Version(newest)
     ]
-    return catalogued, measured_boundaries(measured_cells(table), table.releases, ws_columns)
 
 
 def whole_time(template: SoakConfig) -> SoakConfig:

@@ -27,6 +27,7 @@ from urllib.parse import parse_qs, urlsplit, urlunsplit
 from chaos.detect.server import DetectedError
 from chaos.errors import UsageError
 from chaos.results import MODES, Address, SignalRecord
+from chaos.run.controller import MODE_SPECS, WORKER_SIGNALS
 
 FEED_PATH = "/feed"
 FEED_FORMAT = 1  # what a reader checks: the events' shape, not the tool's version
@@ -35,7 +36,14 @@ MAX_EVENTS = 200_000
 PAGE_EVENTS = 2_000
 
 _SIGNATURE = re.compile(r"[a-z][a-z0-9_]{0,79}")
-_SIGNAL_NAMES = ("TERM", "QUIT", "INT", "HUP", "TTOU", "TTIN", "KILL", "USR1", "USR2", "WINCH")
+# Every signal a controller can send: what each mode sends (and restores with), and the worker signals.
+_SIGNAL_NAMES = tuple(
+    sorted(
+        {spec.signal for spec in MODE_SPECS.values()}
+        | {spec.restore for spec in MODE_SPECS.values() if spec.restore}
+        | set(WORKER_SIGNALS)
+    )
+)
 
 _SECRET_QUERY = ("token", "access_token", "auth", "key", "password")
 

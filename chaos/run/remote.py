@@ -20,7 +20,6 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from chaos.detect.server import DetectedError
@@ -105,13 +104,6 @@ class FeedUnreadable(Exception):
     """One page could not be read or understood (said in one line; the run goes on)."""
 
 
-@dataclass
-class _Folded:
-    """What one feed's events became here: its signal ids mapped to this run's records."""
-
-    records: dict[int, SignalRecord] = field(default_factory=dict)
-
-
 class RemoteControllers:
     """Every ``--chaos-controller`` feed folded into one run's ``SignalBook``."""
 
@@ -125,7 +117,8 @@ class RemoteControllers:
         self.readers = [FeedReader(url, token) for url in urls]
         self.book = book
         self.on_server_error = on_server_error
-        self._folded = {reader.url: _Folded() for reader in self.readers}
+        # Per feed: its signal ids, mapped to this run's records.
+        self._records: dict[str, dict[int, SignalRecord]] = {reader.url: {} for reader in self.readers}
         self.headers: dict[str, dict[str, Any]] = {}
 
     def connect(self) -> dict[str, Any]:
@@ -177,7 +170,7 @@ class RemoteControllers:
         return any(bool(header.get("running", True)) for header in self.headers.values())
 
     def _fold(self, reader: FeedReader, event: FeedSignal | FeedSettled | DetectedError) -> None:
-        folded = self._folded[reader.url]
+        records = self._records[reader.url]
         if isinstance(event, FeedSignal):
             record = dataclasses.replace(
                 event.record,
@@ -186,14 +179,14 @@ class RemoteControllers:
                 controller=reader.url,
                 reach=[],
             )
-            folded.records[event.record.id] = record
+            records[event.record.id] = record
             self.book.state.records.append(record)
             peers: dict[int, frozenset[Address]] = {worker.pid: worker.peers for worker in event.workers}
             pending = self.book.on_signal(record, peers, {worker.pid: worker.in_state for worker in event.workers})
             if pending is not None:
                 record.pending = pending
         elif isinstance(event, FeedSettled):
-            settled = folded.records.get(event.id)
+            settled = records.get(event.id)
             if settled is not None:
                 settled.worker_exit_seconds = event.worker_exit_seconds
                 settled.replacement_seconds = event.replacement_seconds

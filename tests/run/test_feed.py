@@ -36,13 +36,13 @@ def test_a_reader_pages_through_the_events_with_its_cursor_and_learns_what_it_lo
 def test_a_signal_travels_with_its_workers_peers_and_probe_counts():
     feed = Feed()
     record = signal_record(7, pending=0)
-    feed.signal(record, {41: (frozenset({("10.0.0.2", 5000), ("10.0.0.2", 5001)}), {"hold-accept": 2})})
+    feed.signal(record, {41: (frozenset({("127.0.0.2", 5000), ("127.0.0.2", 5001)}), {"hold-accept": 2})})
     feed.server_error(DetectedError("server", "uvicorn_596_wsproto_close_during_handshake", "text", None, 41))
     page = parse_page(_page(feed, 0))
     signal, error = page.events
     assert isinstance(signal, FeedSignal) and signal.record.id == 7 and signal.record.signal == "TERM"
     (worker,) = signal.workers
-    assert worker.pid == 41 and worker.peers == {("10.0.0.2", 5000), ("10.0.0.2", 5001)}
+    assert worker.pid == 41 and worker.peers == {("127.0.0.2", 5000), ("127.0.0.2", 5001)}
     assert worker.in_state == {"hold-accept": 2}
     assert isinstance(error, DetectedError) and error.pid == 41
 
@@ -120,21 +120,22 @@ def test_the_token_guards_the_feed_and_the_metrics_and_only_the_exact_bearer_pas
     assert said == ["400 Bad Request"]
 
 
-def test_beyond_loopback_a_controller_needs_the_token():
+def test_beyond_loopback_a_controller_needs_the_token(two_hosts):
+    beyond = two_hosts[0].address  # another host's address: inside a namespace this test made
     check_exposure("127.0.0.1", None)
     check_exposure("::1", None)
-    check_exposure("10.231.0.1", "s3cret")
+    check_exposure(beyond, "s3cret")
     with pytest.raises(UsageError, match="beyond loopback: set the shared token"):
-        check_exposure("0.0.0.0", None)
+        check_exposure(beyond, None)
 
 
 @pytest.mark.parametrize(
     ("url", "says"),
     [
-        ("10.0.0.1:9646", "http:// or https:// URL"),
-        ("ftp://10.0.0.1/", "http:// or https:// URL"),
-        ("http://user:pw@10.0.0.1:9646", "must not carry credentials"),
-        ("http://10.0.0.1:9646/feed?token=abc", "must not carry credentials"),
+        ("127.0.0.1:9646", "http:// or https:// URL"),
+        ("ftp://127.0.0.1/", "http:// or https:// URL"),
+        ("http://user:pw@127.0.0.1:9646", "must not carry credentials"),
+        ("http://127.0.0.1:9646/feed?token=abc", "must not carry credentials"),
     ],
 )
 def test_a_controller_url_is_checked_and_never_carries_the_token(url, says):
@@ -143,8 +144,8 @@ def test_a_controller_url_is_checked_and_never_carries_the_token(url, says):
 
 
 def test_a_controller_url_may_name_its_feed_or_metrics():
-    assert controller_url("http://10.0.0.1:9646/feed") == "http://10.0.0.1:9646"
-    assert controller_url("http://10.0.0.1:9646/metrics/") == "http://10.0.0.1:9646"
+    assert controller_url("http://127.0.0.1:9646/feed") == "http://127.0.0.1:9646"
+    assert controller_url("http://127.0.0.1:9646/metrics/") == "http://127.0.0.1:9646"
 
 
 @pytest.mark.parametrize(
